@@ -1,0 +1,1 @@
+"""Pantau's data contracts and fraud model."""

@@ -1,0 +1,1 @@
+"""Pantau's stream layer: settings, topics, the pure stages, replay, the Faust app, the CLI."""

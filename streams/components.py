@@ -1,0 +1,31 @@
+"""The interfaces the payments stage calls: fraud scoring, VAT tagging, health and settlement feeds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from models.inputs import Transaction
+from models.outputs import FraudDecision, VatTag
+from streams.core import Out
+
+
+class FraudScorer(Protocol):
+    """Scores a micro-batch of transactions (features, rules, model) into decisions, in order."""
+
+    def score(self, transactions: Sequence[Transaction]) -> list[FraudDecision]: ...
+
+
+class VatTagger(Protocol):
+    """Tags one transaction with VAT; None when it did not succeed."""
+
+    def tag(self, transaction: Transaction) -> VatTag | None: ...
+
+
+class BatchObserver(Protocol):
+    """Sees each valid transaction batch and returns messages for internal topics
+    (health pre-aggregates keyed by channel, settlement facts keyed by transaction_id)."""
+
+    def observe(self, transactions: Sequence[Transaction]) -> list[Out]: ...
+
+    def flush(self) -> list[Out]: ...

@@ -1,0 +1,93 @@
+"""Every Prometheus metric Pantau exposes, in one place: `pantau_` prefix, base units, bounded labels.
+
+Label values are bounded: channel, method, status, error class, state, alert, provider, reason,
+rule id, action, topic, stage. Never customer, merchant, card or transaction ids. Hot paths use
+pre-bound children (`child(...)`), which cost a quarter of a `labels(...)` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Buckets in seconds.
+LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+SETTLEMENT_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172800.0)
+
+# ---- pipeline (foundation) -------------------------------------------------------------------
+EVENTS = Counter(
+    "pantau_events_processed_total", "Input records processed", ["topic"], registry=REGISTRY
+)
+DEAD_LETTERS = Counter(
+    "pantau_dead_letters_total", "Inputs sent to the dead-letter topic", ["topic", "reason"],
+    registry=REGISTRY,
+)
+BATCH_SECONDS = Histogram(
+    "pantau_batch_duration_seconds", "Time to process one micro-batch", ["stage"],
+    buckets=BATCH_BUCKETS, registry=REGISTRY,
+)
+BATCH_SIZE = Histogram(
+    "pantau_batch_size_events", "Events per micro-batch", ["stage"],
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000), registry=REGISTRY,
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "pantau_consumer_lag_seconds", "Wall clock minus the event time of the last processed event",
+    ["stage"], registry=REGISTRY,
+)
+WORKER_UP = Gauge("pantau_worker_up", "1 while this worker runs", registry=REGISTRY)
+BROKER_CONNECTED = Gauge(
+    "pantau_broker_connected", "1 while the worker reaches the broker", registry=REGISTRY
+)
+BUILD = Info("pantau_build", "Pantau version", registry=REGISTRY)
+
+# ---- channel monitoring (health, failover, alerts) ---------------------------------------------
+
+# ---- fraud (decisions, rules, model) ------------------------------------------------------------
+
+# ---- callbacks, settlement, balances, VAT -------------------------------------------------------
+
+
+def reason_class(reason: str) -> str:
+    """A dead-letter reason reduced to a bounded label: the field it names, or its kind."""
+    head = reason.split(":", 1)[0].strip()
+    if head.startswith("line "):
+        return "unreadable_line"
+    if " " in head or len(head) > 40:
+        return head.split(" ", 1)[0][:40] or "other"
+    return head or "other"
+
+
+@lru_cache(maxsize=4096)
+def _child(metric: Any, labels: tuple[str, ...]) -> Any:
+    return metric.labels(*labels)
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """A cached, pre-bound child of a labelled metric (bounded label values only)."""
+    return _child(metric, labels)
+
+
+def exposition() -> bytes:
+    """The registry in Prometheus text format."""
+    from prometheus_client import generate_latest
+
+    return generate_latest(REGISTRY)
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> Callable[[], None]:
+    """Serve /metrics on a port in a background thread; returns a function that stops it."""
+    from prometheus_client import start_http_server
+
+    server, thread = start_http_server(port, addr=addr, registry=REGISTRY)
+
+    def stop() -> None:
+        server.shutdown()
+        thread.join(timeout=5)
+
+    return stop

@@ -1,0 +1,108 @@
+"""Settings from PANTAU_* environment variables and an optional secrets file (pydantic-settings)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from streams.topics import Topics
+
+
+class Settings(BaseSettings):
+    """Everything a worker, replay or the demo needs; secrets are SecretStr and never logged."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PANTAU_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    broker: str = Field(default="kafka://localhost:9092", description="Kafka bootstrap URL(s)")
+    app_id: str = "pantau"
+    topics: Topics = Field(default_factory=Topics)
+    partitions: int = Field(default=8, ge=1, le=1024, description="partitions of topics it creates")
+    replication_factor: int = Field(default=1, ge=1, le=5)
+    embedded: bool = Field(default=False, description="tuned for the embedded Tansu broker")
+    session_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    batch_size: int = Field(default=500, ge=1, le=100_000, description="micro-batch size")
+    batch_within_s: float = Field(default=0.2, gt=0, le=60, description="max wait to fill a batch")
+    max_message_bytes: int = Field(default=1_000_000, ge=1024, description="larger values dead-letter")
+    allowed_lateness_s: float = Field(default=30.0, ge=0, description="event-time watermark lag")
+    web_port: int = Field(default=6066, ge=0, le=65535, description="worker HTTP views")
+    metrics_port: int = Field(default=9464, ge=0, le=65535, description="Prometheus /metrics")
+    store: str = Field(default="memory://", description="Faust table store (memory:// or rocksdb://)")
+    rules_pack: Path | None = Field(default=None, description="fraud rule pack file to start with")
+    model_dir: Path | None = Field(default=None, description="fraud model directory")
+    secrets_file: Path | None = Field(default=None, description="YAML/JSON file of callback secrets")
+    # Callback verification: secrets per provider, or per "provider:merchant_id"; several at once
+    # for rotation.
+    callback_secrets: dict[str, list[SecretStr]] = Field(default_factory=dict)
+    callback_allowlists: dict[str, list[str]] = Field(
+        default_factory=dict, description="source CIDRs per provider; empty = any address"
+    )
+    callback_tolerance_s: float = Field(default=300.0, ge=0)
+    broker_credentials: dict[str, SecretStr] = Field(
+        default_factory=dict, description="SASL/SSL: mechanism, username, password, cafile"
+    )
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        for part in value.split(";"):
+            if "://" not in part:
+                raise ValueError(f"must be a URL like kafka://host:9092 (got {part!r})")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _SecretsFileSource(settings_cls), file_secret_settings)
+
+    def secrets_for(self, provider: str, merchant_id: str | None = None) -> list[SecretStr]:
+        """The valid secrets for a provider (merchant-specific ones first)."""
+        found: list[SecretStr] = []
+        if merchant_id:
+            found.extend(self.callback_secrets.get(f"{provider}:{merchant_id}", []))
+        found.extend(self.callback_secrets.get(provider, []))
+        return found
+
+    def secret_values(self) -> list[str]:
+        """Every secret's plain value (for leak scans in tests; never log these)."""
+        values = [s.get_secret_value() for v in self.callback_secrets.values() for s in v]
+        values += [s.get_secret_value() for s in self.broker_credentials.values()]
+        return [v for v in values if v]
+
+
+class _SecretsFileSource(PydanticBaseSettingsSource):
+    """Reads the file named by PANTAU_SECRETS_FILE (YAML or JSON mapping of settings)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        import os
+
+        name = os.environ.get("PANTAU_SECRETS_FILE")
+        if not name:
+            return {}
+        path = Path(name)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"PANTAU_SECRETS_FILE={name}: cannot read ({exc.strerror})") from None
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise ValueError(f"PANTAU_SECRETS_FILE={name}: not valid YAML/JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"PANTAU_SECRETS_FILE={name}: must hold a mapping of settings")
+        return data
