@@ -74,6 +74,9 @@ class Stage(ABC):
     """
 
     name: str = "stage"
+    # A broadcast stage sees every partition of its topics on every worker (rule packs, labels
+    # summaries): live, it reads with its own consumer from the beginning, outside the group.
+    broadcast: bool = False
 
     @property
     @abstractmethod
