@@ -20,14 +20,17 @@ def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _iso(value: datetime) -> str:
+def iso_utc(value: datetime) -> str:
+    """A time as ISO-8601 in UTC with milliseconds and a Z, as every output carries it."""
     text = value.astimezone(UTC).isoformat(timespec="milliseconds")
     return text.replace("+00:00", "Z")
 
 
 # Timezone-aware on input (naive times are refused), UTC inside, ISO-8601 "Z" on output.
 UtcDatetime = Annotated[
-    AwareDatetime, AfterValidator(_to_utc), PlainSerializer(_iso, return_type=str, when_used="json")
+    AwareDatetime,
+    AfterValidator(_to_utc),
+    PlainSerializer(iso_utc, return_type=str, when_used="json"),
 ]
 
 
@@ -63,7 +66,9 @@ Amount = Annotated[
 Money = Annotated[Decimal, PlainSerializer(_decimal_str, return_type=str, when_used="json")]
 # A rate as a fraction, never a percentage.
 Rate = Annotated[
-    Decimal, AfterValidator(_check_rate), PlainSerializer(_decimal_str, return_type=str, when_used="json")
+    Decimal,
+    AfterValidator(_check_rate),
+    PlainSerializer(_decimal_str, return_type=str, when_used="json"),
 ]
 Identifier = Annotated[str, Field(min_length=1, max_length=200)]
 

@@ -51,7 +51,9 @@ def render_schemas() -> dict[str, str]:
         schema = model.model_json_schema(mode="serialization")
         schema["$id"] = f"https://pantau.dev/schemas/{topic}.json"
         schema["title"] = f"{topic}: {model.__name__}"
-        out[f"{topic}.json"] = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        out[f"{topic}.json"] = (
+            json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        )
     return out
 
 

@@ -6,6 +6,7 @@ from collections.abc import MutableMapping
 from datetime import datetime
 from typing import Any
 
+from models.common import iso_utc
 from models.outputs import Alert, AlertStatus, Severity, alert_fingerprint
 from streams.core import Out
 
@@ -58,7 +59,7 @@ class AlertTracker:
             resolved.update(
                 status=AlertStatus.RESOLVED.value,
                 value=value,
-                at=_iso(at),
+                at=iso_utc(at),
             )
             if summary:
                 resolved["summary"] = summary
@@ -68,9 +69,3 @@ class AlertTracker:
     def firing(self) -> list[dict[str, Any]]:
         """The alerts firing now (their firing messages)."""
         return list(self.state.values())
-
-
-def _iso(at: datetime) -> str:
-    from models.common import _iso as iso
-
-    return iso(at)

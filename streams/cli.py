@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
 app = typer.Typer(
     name="pantau",
@@ -31,12 +34,13 @@ def usage_error(message: str) -> NoReturn:
     raise typer.Exit(EXIT_USAGE)
 
 
-def load_settings(**overrides: object):  # type: ignore[no-untyped-def]
+def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment (and overrides); a bad value exits 2 naming the field."""
     from streams.settings import Settings
 
+    given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return Settings(**given)
     except ValidationError as exc:
         from streams.codec import describe_errors
 
@@ -54,7 +58,7 @@ def replay(
     batch_size: Annotated[int, typer.Option(min=1, help="micro-batch size")] = 500,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
-    """Run the whole pipeline over a file of events, writing one JSON-lines file per output topic."""
+    """Run the whole pipeline over a file of events: one JSON-lines file per output topic."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from streams.pipeline import build_pipeline

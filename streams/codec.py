@@ -38,7 +38,9 @@ def safe_text(raw: bytes) -> str:
     return mask_pans(text)
 
 
-def dead_letter(record: Record, reason: str, deadletter_topic: str, at: datetime | None = None) -> Out:
+def dead_letter(
+    record: Record, reason: str, deadletter_topic: str, at: datetime | None = None
+) -> Out:
     """A dead-letter output for a record, keyed by its source key."""
     letter = DeadLetter(
         source_topic=record.topic,

@@ -1,4 +1,4 @@
-"""The interfaces the payments stage calls: fraud scoring, VAT tagging, health and settlement feeds."""
+"""The interfaces the payments stage calls: fraud scoring, VAT tagging, batch observers."""
 
 from __future__ import annotations
 

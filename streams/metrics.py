@@ -1,4 +1,4 @@
-"""Every Prometheus metric Pantau exposes, in one place: `pantau_` prefix, base units, bounded labels.
+"""Every Prometheus metric Pantau exposes, in one place: `pantau_` prefix, base units."""
 
 Label values are bounded: channel, method, status, error class, state, alert, provider, reason,
 rule id, action, topic, stage. Never customer, merchant, card or transaction ids. Hot paths use
@@ -18,27 +18,48 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 # Buckets in seconds.
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-SETTLEMENT_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172800.0)
+SETTLEMENT_BUCKETS = (
+    60.0,
+    300.0,
+    900.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    14400.0,
+    28800.0,
+    86400.0,
+    172800.0,
+)
 
 # ---- pipeline (foundation) -------------------------------------------------------------------
 EVENTS = Counter(
     "pantau_events_processed_total", "Input records processed", ["topic"], registry=REGISTRY
 )
 DEAD_LETTERS = Counter(
-    "pantau_dead_letters_total", "Inputs sent to the dead-letter topic", ["topic", "reason"],
+    "pantau_dead_letters_total",
+    "Inputs sent to the dead-letter topic",
+    ["topic", "reason"],
     registry=REGISTRY,
 )
 BATCH_SECONDS = Histogram(
-    "pantau_batch_duration_seconds", "Time to process one micro-batch", ["stage"],
-    buckets=BATCH_BUCKETS, registry=REGISTRY,
+    "pantau_batch_duration_seconds",
+    "Time to process one micro-batch",
+    ["stage"],
+    buckets=BATCH_BUCKETS,
+    registry=REGISTRY,
 )
 BATCH_SIZE = Histogram(
-    "pantau_batch_size_events", "Events per micro-batch", ["stage"],
-    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000), registry=REGISTRY,
+    "pantau_batch_size_events",
+    "Events per micro-batch",
+    ["stage"],
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+    registry=REGISTRY,
 )
 CONSUMER_LAG_SECONDS = Gauge(
-    "pantau_consumer_lag_seconds", "Wall clock minus the event time of the last processed event",
-    ["stage"], registry=REGISTRY,
+    "pantau_consumer_lag_seconds",
+    "Wall clock minus the event time of the last processed event",
+    ["stage"],
+    registry=REGISTRY,
 )
 WORKER_UP = Gauge("pantau_worker_up", "1 while this worker runs", registry=REGISTRY)
 BROKER_CONNECTED = Gauge(

@@ -1,4 +1,4 @@
-"""Assembles the stages into one pipeline and routes internal topics between them (replay, tests)."""
+"""Assembles the stages into one pipeline and routes internal topics between them."""
 
 from __future__ import annotations
 

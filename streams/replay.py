@@ -1,4 +1,4 @@
-"""`pantau replay`: the whole pipeline over a file of events, in event-time order, to JSONL files."""
+"""`pantau replay`: the whole pipeline over a file of events, in event-time order."""
 
 from __future__ import annotations
 
@@ -55,7 +55,9 @@ def event_time_fields(topics: Topics) -> dict[str, str]:
     return {getattr(topics, attr): fld for attr, fld in _TIME_FIELDS.items()}
 
 
-def read_events(path: Path, topics: Topics) -> tuple[list[tuple[datetime, int, Record]], list[Record]]:
+def read_events(
+    path: Path, topics: Topics
+) -> tuple[list[tuple[datetime, int, Record]], list[Record]]:
     """Read a replay file: (records with their event time and line, unreadable lines as records)."""
     if not path.exists():
         raise ReplayInputError(f"{path}: no such file")
@@ -64,7 +66,7 @@ def read_events(path: Path, topics: Topics) -> tuple[list[tuple[datetime, int, R
     if path.suffix == ".parquet":
         raise ReplayInputError(
             f"{path}: Parquet input needs pyarrow, which this install does not include; "
-            "convert to JSON lines ({\"topic\", \"value\"} per line)"
+            'convert to JSON lines ({"topic", "value"} per line)'
         )
     fields = event_time_fields(topics)
     inputs = set(topics.inputs())
@@ -112,9 +114,7 @@ def read_events(path: Path, topics: Topics) -> tuple[list[tuple[datetime, int, R
     return good, bad
 
 
-def _batches(
-    records: list[tuple[datetime, int, Record]], size: int
-) -> Iterator[list[Record]]:
+def _batches(records: list[tuple[datetime, int, Record]], size: int) -> Iterator[list[Record]]:
     batch: list[Record] = []
     for _, _, record in records:
         if batch and (record.topic != batch[0].topic or len(batch) >= size):

@@ -29,14 +29,20 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(default=30.0, gt=0, le=600)
     batch_size: int = Field(default=500, ge=1, le=100_000, description="micro-batch size")
     batch_within_s: float = Field(default=0.2, gt=0, le=60, description="max wait to fill a batch")
-    max_message_bytes: int = Field(default=1_000_000, ge=1024, description="larger values dead-letter")
+    max_message_bytes: int = Field(
+        default=1_000_000, ge=1024, description="larger values dead-letter"
+    )
     allowed_lateness_s: float = Field(default=30.0, ge=0, description="event-time watermark lag")
     web_port: int = Field(default=6066, ge=0, le=65535, description="worker HTTP views")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Prometheus /metrics")
-    store: str = Field(default="memory://", description="Faust table store (memory:// or rocksdb://)")
+    store: str = Field(
+        default="memory://", description="Faust table store (memory:// or rocksdb://)"
+    )
     rules_pack: Path | None = Field(default=None, description="fraud rule pack file to start with")
     model_dir: Path | None = Field(default=None, description="fraud model directory")
-    secrets_file: Path | None = Field(default=None, description="YAML/JSON file of callback secrets")
+    secrets_file: Path | None = Field(
+        default=None, description="YAML/JSON file of callback secrets"
+    )
     # Callback verification: secrets per provider, or per "provider:merchant_id"; several at once
     # for rotation.
     callback_secrets: dict[str, list[SecretStr]] = Field(default_factory=dict)

@@ -21,7 +21,9 @@ class Topics(BaseModel):
     deadletter: str = "payments.deadletter"
     # Internal topics: how stages keyed by something other than the input's key get their data.
     health_deltas: str = "pantau.health-deltas"  # per-partition pre-aggregates, key = channel
-    settlement: str = "pantau.settlement"  # transaction facts and trusted callbacks, key = transaction_id
+    settlement: str = (
+        "pantau.settlement"  # transaction facts and trusted callbacks, key = transaction_id
+    )
 
     def inputs(self) -> list[str]:
         """Topics the gateway or the risk team produce into."""
