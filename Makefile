@@ -33,7 +33,7 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 schemas: $(STAMP)
-	$(BIN)/pantau schemas --out models/schemas
+	$(BIN)/pantau schemas --out models/json_schemas
 
 dashboards: $(STAMP)
 	$(BIN)/pantau dashboards

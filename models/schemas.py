@@ -31,7 +31,7 @@ TOPIC_CONTRACTS: dict[str, type[BaseModel]] = {
     "payments.deadletter": DeadLetter,
 }
 
-DEFAULT_DIR = Path(__file__).parent / "schemas"
+DEFAULT_DIR = Path(__file__).parent / "json_schemas"
 
 
 def extra_contracts() -> dict[str, type[BaseModel]]:

@@ -30,7 +30,7 @@ EXIT_USAGE = 2
 
 def usage_error(message: str) -> NoReturn:
     """Stop with exit code 2 and a message that says what and where."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_USAGE)
 
 
@@ -104,14 +104,14 @@ def replay(
 
 @app.command()
 def schemas(
-    out: Annotated[Path, typer.Option("--out", help="directory for the schema files")] = Path(
-        "models/schemas"
-    ),
+    out: Annotated[
+        Path | None, typer.Option("--out", help="directory (default: models/json_schemas)")
+    ] = None,
 ) -> None:
     """Write the JSON Schema of every topic's values."""
-    from models.schemas import write_schemas
+    from models.schemas import DEFAULT_DIR, write_schemas
 
-    for path in write_schemas(out):
+    for path in write_schemas(out or DEFAULT_DIR):
         err.print(f"wrote {path}", highlight=False)
 
 

@@ -1,0 +1,103 @@
+"""`pantau replay` over hand-written files: ordering, outputs, unreadable lines, exit codes."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import orjson
+from typer.testing import CliRunner
+
+from streams.cli import app
+from streams.pipeline import build_pipeline
+from streams.replay import read_events, replay
+from streams.settings import Settings
+from tests.conftest import DESIGN_TRANSACTION
+
+
+def tx(i: int, created_at: str, **changes: Any) -> dict[str, Any]:
+    value = copy.deepcopy(DESIGN_TRANSACTION)
+    value.update(transaction_id=f"trx-{i}", created_at=created_at, **changes)
+    return {"topic": "payments.transactions", "key": value["customer_id"], "value": value}
+
+
+def write(path: Path, lines: list[Any]) -> Path:
+    with path.open("wb") as fh:
+        for line in lines:
+            fh.write(line if isinstance(line, bytes) else orjson.dumps(line))
+            fh.write(b"\n")
+    return path
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_replay_orders_by_event_time_and_writes_every_output(tmp_path: Path) -> None:
+    src = write(
+        tmp_path / "in.jsonl",
+        [
+            tx(3, "2026-11-21T03:00:03+07:00"),
+            tx(1, "2026-11-21T03:00:01+07:00"),
+            tx(2, "2026-11-20T20:00:02Z"),
+            tx(4, "2026-11-21T03:00:01+07:00"),  # ties keep file order
+        ],
+    )
+    out = tmp_path / "out"
+    result = replay(build_pipeline(Settings()), src, out)
+    settings = Settings()
+    for topic in settings.topics.outputs():
+        assert (out / f"{topic}.jsonl").exists(), topic
+    enriched = read(out / "payments.enriched.jsonl")
+    assert [e["transaction_id"] for e in enriched] == ["trx-1", "trx-4", "trx-2", "trx-3"]
+    assert result.records == 4 and result.unreadable == 0
+
+
+def test_unreadable_lines_go_to_dead_letters_with_line_numbers(tmp_path: Path) -> None:
+    src = write(
+        tmp_path / "in.jsonl",
+        [
+            tx(1, "2026-11-21T03:00:01+07:00"),
+            b"{not json",
+            {"topic": "payments.unknown", "value": {}},
+            {"topic": "payments.transactions", "value": 7},
+            tx(2, "2026-11-21T03:00:02+07:00", amount="0"),
+            {"topic": "payments.transactions", "value": '{"half": '},
+        ],
+    )
+    out = tmp_path / "out"
+    replay(build_pipeline(Settings()), src, out)
+    letters = read(out / "payments.deadletter.jsonl")
+    by_line = {d["line"]: d for d in letters}
+    assert sorted(by_line) == [2, 3, 4, 5, 6]
+    assert by_line[3]["reason"].startswith("line 3: topic must be one of the input topics")
+    assert by_line[5]["reason"] == "amount: must be ≥ 0.01"
+    assert by_line[5]["source_topic"] == "payments.transactions"
+    assert by_line[6]["reason"].startswith("not valid JSON")
+    assert len(read(out / "payments.enriched.jsonl")) == 1
+
+
+def test_events_without_time_keep_their_place(tmp_path: Path) -> None:
+    bad_time = tx(2, "not a time")
+    src = write(
+        tmp_path / "in.jsonl",
+        [tx(1, "2026-11-21T03:00:05+07:00"), bad_time, tx(3, "2026-11-21T03:00:01+07:00")],
+    )
+    records, _ = read_events(src, Settings().topics)
+    assert [r.line for _, _, r in records] == [3, 1, 2]
+
+
+def test_cli_missing_input_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["replay", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "nope.jsonl: no such file" in result.output
+
+
+def test_cli_replay_writes_files(tmp_path: Path) -> None:
+    src = write(tmp_path / "in.jsonl", [tx(1, "2026-11-21T03:00:01+07:00")])
+    result = CliRunner().invoke(app, ["replay", str(src), "--out", str(tmp_path / "o"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert len(read(tmp_path / "o" / "payments.enriched.jsonl")) == 1

@@ -1,0 +1,64 @@
+"""Settings come from PANTAU_* variables and a secrets file; bad values name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from streams.settings import Settings
+
+
+def test_defaults() -> None:
+    s = Settings()
+    assert s.topics.transactions == "payments.transactions"
+    assert s.topics.failover == "gateway.failover"
+    assert s.partitions == 8
+
+
+def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PANTAU_BROKER", "kafka://k1:9092")
+    monkeypatch.setenv("PANTAU_PARTITIONS", "12")
+    monkeypatch.setenv("PANTAU_TOPICS__ALERTS", "sre.alerts")
+    s = Settings()
+    assert s.broker == "kafka://k1:9092" and s.partitions == 12
+    assert s.topics.alerts == "sre.alerts"
+
+
+def test_bad_value_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PANTAU_PARTITIONS", "zero")
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    assert info.value.errors()[0]["loc"] == ("partitions",)
+
+
+def test_broker_must_be_a_url() -> None:
+    with pytest.raises(ValidationError, match="must be a URL"):
+        Settings(broker="localhost:9092")
+
+
+def test_unknown_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValidationError, match="partitionz"):
+        Settings(partitionz=3)  # type: ignore[call-arg]
+
+
+def test_secrets_file_and_rotation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "secrets.yaml"
+    f.write_text(
+        "callback_secrets:\n  midtrans: [new-key, old-key]\n  'midtrans:m-1': [merchant-key]\n"
+    )
+    monkeypatch.setenv("PANTAU_SECRETS_FILE", str(f))
+    s = Settings()
+    assert [x.get_secret_value() for x in s.secrets_for("midtrans", "m-1")] == [
+        "merchant-key",
+        "new-key",
+        "old-key",
+    ]
+    assert "new-key" not in repr(s) and "new-key" not in str(s.model_dump())
+
+
+def test_unreadable_secrets_file_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PANTAU_SECRETS_FILE", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ValueError, match=r"missing\.yaml"):
+        Settings()
