@@ -1,4 +1,4 @@
-"""Every Prometheus metric Pantau exposes, in one place: `pantau_` prefix, base units."""
+"""Every Prometheus metric Pantau exposes, in one place: `pantau_` prefix, base units.
 
 Label values are bounded: channel, method, status, error class, state, alert, provider, reason,
 rule id, action, topic, stage. Never customer, merchant, card or transaction ids. Hot paths use
@@ -68,6 +68,82 @@ BROKER_CONNECTED = Gauge(
 BUILD = Info("pantau_build", "Pantau version", registry=REGISTRY)
 
 # ---- channel monitoring (health, failover, alerts) ---------------------------------------------
+# Owned by streams/health.py. Label values: channel (provider name), method, status, error_class
+# (provider/declined/merchant/unknown/none), window (1m/5m/1h), quantile, state, action, alert.
+TRANSACTIONS = Counter(
+    "pantau_transactions_total",
+    "Payment attempts seen (redeliveries dropped), by channel, method, status and error class",
+    ["channel", "method", "status", "error_class"],
+    registry=REGISTRY,
+)
+ATTEMPT_LATENCY = Histogram(
+    "pantau_attempt_latency_seconds",
+    "Provider latency of one payment attempt",
+    ["channel", "method"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+DUPLICATE_ATTEMPTS = Counter(
+    "pantau_duplicate_attempts_total",
+    "Redelivered attempts (same transaction_id, created_at, status) left out of health windows",
+    registry=REGISTRY,
+)
+PROVIDER_ERROR_RATIO = Gauge(
+    "pantau_provider_error_ratio",
+    "Provider errors / attempts of a channel over an event-time window (1m, 5m, 1h)",
+    ["channel", "window"],
+    registry=REGISTRY,
+)
+DECLINE_RATIO = Gauge(
+    "pantau_decline_ratio",
+    "Customer declines / attempts of a channel over an event-time window",
+    ["channel", "window"],
+    registry=REGISTRY,
+)
+WINDOW_ATTEMPTS = Gauge(
+    "pantau_window_attempts",
+    "Attempts of a channel in an event-time window",
+    ["channel", "window"],
+    registry=REGISTRY,
+)
+LATENCY_QUANTILE = Gauge(
+    "pantau_latency_quantile_seconds",
+    "Latency quantile (0.5, 0.95, 0.99) of a channel over an event-time window",
+    ["channel", "window", "quantile"],
+    registry=REGISTRY,
+)
+CONSECUTIVE_FAILURES = Gauge(
+    "pantau_consecutive_provider_failures",
+    "Provider failures since the channel's latest non-failing attempt (event time)",
+    ["channel"],
+    registry=REGISTRY,
+)
+CHANNEL_STATE = Gauge(
+    "pantau_channel_state",
+    "1 for the failover state a channel is in, 0 for the others",
+    ["channel", "state"],
+    registry=REGISTRY,
+)
+FAILOVER_TRANSITIONS = Counter(
+    "pantau_failover_transitions_total",
+    "Failover state transitions (one gateway.failover message each)",
+    ["channel", "action"],
+    registry=REGISTRY,
+)
+ALERTS_FIRING = Gauge(
+    "pantau_alerts_firing", "Alerts firing now, by alert name", ["alert"], registry=REGISTRY
+)
+ALERT_NOTIFICATIONS = Counter(
+    "pantau_alert_notifications_total",
+    "Alert messages sent on ops.alerts",
+    ["alert", "status"],
+    registry=REGISTRY,
+)
+DEADLETTER_RATIO = Gauge(
+    "pantau_deadletter_ratio",
+    "Dead letters / records of payments.transactions over the last 5 minutes of event time",
+    registry=REGISTRY,
+)
 
 # ---- fraud (decisions, rules, model) ------------------------------------------------------------
 

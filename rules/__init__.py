@@ -1,0 +1,1 @@
+"""What analysts, SREs and finance tune, as data, and the code that reads it."""
