@@ -115,6 +115,68 @@ def schemas(
         err.print(f"wrote {path}", highlight=False)
 
 
+# ---- dashboards and report (dashboards issue) --------------------------------------------------
+@app.command()
+def dashboards(
+    out: Annotated[
+        Path | None, typer.Option("--out", help="directory for the generated files")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="write nothing; exit 1 if the files are stale")
+    ] = False,
+) -> None:
+    """Build the Grafana dashboards and provisioning files (alert rules live beside them)."""
+    from dashboards.build import GENERATED, stale, write
+
+    target = out or GENERATED
+    if check:
+        problems = stale(target)
+        for problem in problems:
+            err.print(f"stale: {target}/{problem}", highlight=False)
+        if problems:
+            err.print("run `pantau dashboards` and commit the result", highlight=False)
+            raise typer.Exit(EXIT_FAILED)
+        err.print(f"{target}/ is up to date", highlight=False)
+        return
+    changed = write(target)
+    for path in changed:
+        err.print(f"wrote {path}", highlight=False)
+    err.print(f"{len(changed)} file(s) changed in {target}/", highlight=False)
+
+
+@app.command()
+def report(
+    events: Annotated[Path, typer.Option("--events", help="JSON-lines file of {topic, value}")],
+    out: Annotated[Path, typer.Option("--out", help="directory for the PNG plots")],
+    model: Annotated[Path | None, typer.Option("--model", help="fraud model directory")] = None,
+    rules: Annotated[Path | None, typer.Option("--rules", help="fraud rule pack file")] = None,
+) -> None:
+    """Replay a file of events and plot it: errors, latency, failovers, settlement, decisions."""
+    from streams.pipeline import build_pipeline
+    from streams.replay import ReplayInputError
+    from streams.report import render_report
+
+    if not events.exists():
+        usage_error(f"{events}: no such file")
+    for label, path in (("--model", model), ("--rules", rules)):
+        if path is not None and not path.exists():
+            usage_error(f"{label} {path}: no such file or directory")
+    settings = load_settings(model_dir=model, rules_pack=rules)
+    try:
+        pipeline = build_pipeline(settings)
+    except (ValueError, OSError) as exc:
+        usage_error(str(exc))
+    try:
+        written = render_report(pipeline, events, out)
+    except ReplayInputError as exc:
+        usage_error(str(exc))
+    for path in written:
+        err.print(f"wrote {path}", highlight=False)
+
+
+# ---- end dashboards and report -----------------------------------------------------------------
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

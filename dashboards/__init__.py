@@ -1,0 +1,1 @@
+"""Grafana dashboards and Prometheus alerting rules for Pantau, as code (`pantau dashboards`)."""
