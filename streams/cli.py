@@ -115,6 +115,64 @@ def schemas(
         err.print(f"wrote {path}", highlight=False)
 
 
+# ---- live: worker, embedded broker, demo (foundation) ----------------------------------------
+
+
+@app.command()
+def worker(
+    web_port: Annotated[int | None, typer.Option(help="HTTP views port (0: none)")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus /metrics port")] = None,
+) -> None:
+    """A Faust worker against PANTAU_BROKER (Kafka URL), until Ctrl-C or SIGTERM."""
+    settings = load_settings(web_port=web_port, metrics_port=metrics_port)
+    from streams.worker import run
+
+    run(settings)
+
+
+@app.command()
+def broker(
+    port: Annotated[int | None, typer.Option(help="port to listen on (default: any free)")] = None,
+) -> None:
+    """Run the embedded Kafka-compatible broker (Tansu, in memory) in the foreground."""
+    import signal
+    import time
+
+    from streams.broker import BrokerError, EmbeddedBroker
+
+    settings = load_settings()
+    embedded = EmbeddedBroker(settings, port=port)
+    try:
+        embedded.start()
+    except BrokerError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    print(embedded.url, flush=True)
+    err.print(
+        f"embedded broker on {embedded.url} with {len(settings.topics.all())} topics of "
+        f"{settings.partitions} partitions; in memory, lost on exit. Use it with\n"
+        f"  PANTAU_BROKER={embedded.url} PANTAU_EMBEDDED=1 pantau worker\nCtrl-C stops it.",
+        highlight=False,
+    )
+    try:
+        while embedded.alive():
+            time.sleep(0.5)
+        err.print("[bold red]error:[/] the broker process exited", highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        embedded.stop()
+
+
+# ---- end live ---------------------------------------------------------------------------------
+
+
 # ---- dashboards and report (dashboards issue) --------------------------------------------------
 @app.command()
 def dashboards(

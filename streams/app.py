@@ -1,0 +1,198 @@
+"""The Faust app: an agent per stage on its topics (raw bytes, micro-batches), timers, views."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+import orjson
+
+from streams.core import Record, Stage
+from streams.live import BroadcastReader, BrokerProbe, Sender, StageRunner
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TICK_INTERVAL_S = 1.0  # idle stages get a tick() this often (their event time decides what is due)
+PROBE_INTERVAL_S = 5.0
+EMBEDDED_SESSION_TIMEOUT_S = 6.0  # Tansu makes every join wait about half the session timeout
+HEALTH_STAGE = "health"
+
+
+@dataclass
+class Runtime:
+    """What a running worker holds besides the Faust app: the stages and their runners."""
+
+    settings: Settings
+    stages: list[Stage]
+    runners: dict[str, StageRunner] = field(default_factory=dict)
+    broadcasts: list[BroadcastReader] = field(default_factory=list)
+
+    def stage(self, name: str) -> Stage | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+
+def faust_config(settings: Settings) -> dict[str, Any]:
+    """Faust settings for a Pantau worker; the embedded profile suits Tansu."""
+    session = settings.session_timeout_s
+    if settings.embedded:
+        session = min(session, EMBEDDED_SESSION_TIMEOUT_S)
+    heartbeat = min(3.0, session / 3)
+    datadir = None
+    if settings.store.startswith("memory"):
+        # In-memory tables keep nothing on disk; keep Faust's directory out of the working tree.
+        datadir = Path(tempfile.gettempdir()) / f"{settings.app_id}-faust"
+    config: dict[str, Any] = {
+        "broker": settings.broker,
+        "store": settings.store,
+        "autodiscover": False,
+        "processing_guarantee": "at_least_once",  # Tansu cannot do exactly_once
+        "broker_session_timeout": session,
+        "broker_heartbeat_interval": heartbeat,
+        "consumer_auto_offset_reset": "earliest",
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "topic_disable_leader": True,  # no on_leader timers: no leader topic to create
+        "web_enabled": settings.web_port != 0,
+        "web_port": settings.web_port or 6066,
+        "web_bind": "0.0.0.0",
+        "producer_linger_ms": 5,
+        "stream_buffer_maxsize": max(4096, settings.batch_size * 2),
+        "broker_max_poll_records": max(500, settings.batch_size),
+        "worker_redirect_stdouts": False,
+    }
+    if datadir is not None:
+        config["datadir"] = str(datadir)
+    if settings.broker_credentials:
+        config["broker_credentials"] = _credentials(settings)
+    return config
+
+
+def _credentials(settings: Settings) -> Any:
+    creds = {k: v.get_secret_value() for k, v in settings.broker_credentials.items()}
+    mechanism = creds.get("mechanism", "PLAIN").upper()
+    ssl_context = None
+    if creds.get("cafile"):
+        import ssl
+
+        ssl_context = ssl.create_default_context(cafile=creds["cafile"])
+    if "username" in creds:
+        if mechanism.startswith("SCRAM"):
+            return faust.SASLCredentials(
+                username=creds["username"],
+                password=creds.get("password", ""),
+                mechanism=mechanism,
+                ssl_context=ssl_context,
+            )
+        return faust.SASLCredentials(
+            username=creds["username"], password=creds.get("password", ""), ssl_context=ssl_context
+        )
+    if ssl_context is not None:
+        return faust.SSLCredentials(ssl_context)
+    return None
+
+
+def create_app(
+    settings: Settings, stages: Sequence[Stage] | None = None
+) -> tuple[faust.App, Runtime]:
+    """The Faust app for these stages (the full pipeline's by default)."""
+    if stages is None:
+        from streams.pipeline import build_stages
+
+        stages = build_stages(settings)
+    app = faust.App(settings.app_id, **faust_config(settings))
+    runtime = Runtime(settings, list(stages))
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> Any:
+        return await app.producer.send(topic, key, value, None, None, None)
+
+    sender = Sender(send)
+    for stage in runtime.stages:
+        runner = StageRunner(stage, settings, sender)
+        runtime.runners[stage.name] = runner
+        if stage.broadcast:
+            runtime.broadcasts.append(BroadcastReader(runner, settings))
+        else:
+            _add_agent(app, settings, runner)
+    for reader in runtime.broadcasts:
+        app.task(_broadcast_task(reader), name=f"broadcast-{reader.runner.stage.name}")
+
+    @app.timer(interval=TICK_INTERVAL_S, name="pantau-tick")
+    async def tick() -> None:
+        for runner in runtime.runners.values():
+            await runner.tick()
+
+    probe = BrokerProbe(settings.broker)
+
+    @app.timer(interval=PROBE_INTERVAL_S, name="pantau-probe")
+    async def check_broker() -> None:
+        await probe.check()
+
+    _add_views(app, runtime)
+    return app, runtime
+
+
+def _broadcast_task(reader: BroadcastReader) -> Any:
+    async def run() -> None:
+        await reader.run()
+
+    return run
+
+
+def _add_agent(app: faust.App, settings: Settings, runner: StageRunner) -> None:
+    topic = app.topic(
+        *runner.stage.consumes,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    async def agent(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            # take_events acks the batch whatever happens here: nothing may escape unhandled.
+            records = [
+                Record(
+                    topic=e.message.topic,
+                    value=e.message.value or b"",
+                    key=e.message.key,
+                    partition=e.message.partition,
+                    offset=e.message.offset,
+                )
+                for e in events
+            ]
+            await runner.handle(records, [e.message.timestamp for e in events])
+
+    app.agent(topic, name=f"pantau-{runner.stage.name}")(agent)
+
+
+def _add_views(app: faust.App, runtime: Runtime) -> None:
+    def health() -> Any:
+        return runtime.stage(HEALTH_STAGE)
+
+    def as_json(view: Any, data: Any, status: int = 200) -> Any:
+        return view.bytes(
+            orjson.dumps(data, default=str), content_type="application/json", status=status
+        )
+
+    @app.page("/channels")
+    async def channels(view: Any, request: Any) -> Any:
+        stage = health()
+        if stage is None or not hasattr(stage, "channels_view"):
+            return as_json(view, {"error": "channel health is not part of this pipeline"}, 404)
+        return as_json(view, stage.channels_view())
+
+    @app.page("/channels/{channel}")
+    async def channel(view: Any, request: Any, channel: str) -> Any:
+        stage = health()
+        if stage is None or not hasattr(stage, "channel_view"):
+            return as_json(view, {"error": "channel health is not part of this pipeline"}, 404)
+        data = stage.channel_view(channel)
+        if data is None:
+            return as_json(view, {"error": f"unknown channel {channel}"}, 404)
+        return as_json(view, data)

@@ -1,0 +1,270 @@
+"""Running stages against Kafka: batches in, outputs sent together, failures dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from streams import metrics
+from streams.broker import bootstrap_servers
+from streams.codec import dead_letter
+from streams.core import Out, Record, Stage
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# send(topic, key, value) schedules one message and returns the future of its delivery.
+SendFn = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
+
+SEND_RETRY_MAX_S = 5.0
+
+
+def encode(out: Out) -> tuple[bytes | None, bytes]:
+    """An output's key and value as the bytes a topic carries (UTF-8 JSON value)."""
+    key = out.key.encode("utf-8") if out.key is not None else None
+    return key, orjson.dumps(out.value)
+
+
+class Sender:
+    """Sends a batch of outputs without awaiting each one: every send is scheduled on the producer
+    (which batches them), then all deliveries are awaited together. A failed delivery is retried
+    until it succeeds, so a batch is only acknowledged once its outputs are in Kafka."""
+
+    def __init__(self, send: SendFn) -> None:
+        self._send = send
+        self.sent = 0
+
+    async def send_all(self, outs: Sequence[Out]) -> None:
+        if not outs:
+            return
+        pending = [(out.topic, *encode(out)) for out in outs]
+        delay = 0.1
+        while pending:
+            futures = [await self._send(topic, key, value) for topic, key, value in pending]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            failed = [
+                msg
+                for msg, res in zip(pending, results, strict=True)
+                if isinstance(res, BaseException)
+            ]
+            self.sent += len(pending) - len(failed)
+            if not failed:
+                metrics.BROKER_CONNECTED.set(1)
+                return
+            metrics.BROKER_CONNECTED.set(0)
+            first = next(r for r in results if isinstance(r, BaseException))
+            log.warning(
+                "%d of %d outputs not delivered (%s); retrying in %.1f s",
+                len(failed),
+                len(pending),
+                type(first).__name__,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, SEND_RETRY_MAX_S)
+            pending = failed
+
+
+def _letter_source(out: Out) -> tuple[str, str]:
+    value = out.value
+    return str(value.get("source_topic") or "unknown"), metrics.reason_class(
+        str(value.get("reason") or "")
+    )
+
+
+class StageRunner:
+    """Feeds micro-batches to one stage, sends what it returns and keeps the pipeline metrics.
+
+    A stage that raises on a batch does not lose it: the batch is retried record by record and
+    the records that still fail are dead-lettered with the error as their reason (a stage's state
+    may see the records before the failing one twice; a bug in a stage should be rare and loud).
+    """
+
+    def __init__(self, stage: Stage, settings: Settings, sender: Sender) -> None:
+        self.stage = stage
+        self.sender = sender
+        self.deadletter_topic = settings.topics.deadletter
+        self._batch_seconds = metrics.child(metrics.BATCH_SECONDS, stage.name)
+        self._batch_size = metrics.child(metrics.BATCH_SIZE, stage.name)
+        self._lag = metrics.child(metrics.CONSUMER_LAG_SECONDS, stage.name)
+        self.processed = 0
+        self.first_processed_at: float | None = None  # time.time() of the first batch done
+
+    def _run(self, records: Sequence[Record]) -> list[Out]:
+        try:
+            return self.stage.process(records)
+        except Exception:
+            log.exception(
+                "stage %s failed on a batch of %d; isolating", self.stage.name, len(records)
+            )
+        outs: list[Out] = []
+        for record in records:
+            try:
+                outs.extend(self.stage.process([record]))
+            except Exception as exc:
+                reason = f"stage {self.stage.name} failed: {type(exc).__name__}: {exc}"
+                outs.append(dead_letter(record, reason, self.deadletter_topic))
+        return outs
+
+    def _tick(self) -> list[Out]:
+        try:
+            return self.stage.tick()
+        except Exception:
+            log.exception("stage %s failed in tick", self.stage.name)
+            return []
+
+    async def handle(self, records: Sequence[Record], timestamps: Sequence[float] = ()) -> None:
+        """Process one micro-batch (records of the stage's topics, in order), send the outputs."""
+        if not records:
+            return
+        started = time.perf_counter()
+        outs = self._run(records)
+        outs.extend(self._tick())
+        await self.sender.send_all(outs)
+        self._batch_seconds.observe(time.perf_counter() - started)
+        self._batch_size.observe(len(records))
+        self._count(records, outs)
+        self._observe_lag(timestamps)
+        self.processed += len(records)
+        if self.first_processed_at is None:
+            self.first_processed_at = time.time()
+
+    async def tick(self) -> None:
+        """Let the stage emit what its event time makes due, and send it."""
+        await self.sender.send_all(self._tick())
+
+    def _count(self, records: Sequence[Record], outs: Sequence[Out]) -> None:
+        per_topic: dict[str, int] = {}
+        for record in records:
+            per_topic[record.topic] = per_topic.get(record.topic, 0) + 1
+        for topic, n in per_topic.items():
+            metrics.child(metrics.EVENTS, topic).inc(n)
+        for out in outs:
+            if out.topic == self.deadletter_topic:
+                metrics.child(metrics.DEAD_LETTERS, *_letter_source(out)).inc()
+
+    def _observe_lag(self, timestamps: Sequence[float]) -> None:
+        clock = getattr(self.stage, "clock", None)
+        latest: float | None = None
+        if clock is not None and getattr(clock, "started", False):
+            latest = clock.latest.timestamp()
+        elif timestamps:
+            latest = max(timestamps)
+        if latest is not None:
+            self._lag.set(max(0.0, datetime.now(UTC).timestamp() - latest))
+
+
+class BroadcastReader:
+    """Reads a broadcast stage's topics from the beginning, every partition, outside the consumer
+    group (so every worker sees everything), and runs the stage on each batch."""
+
+    def __init__(self, runner: StageRunner, settings: Settings, url: str | None = None) -> None:
+        self.runner = runner
+        self.settings = settings
+        self.url = url or settings.broker
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()  # set once it has caught up with the topics' ends
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers(self.url),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=f"{self.settings.app_id}-broadcast-{self.runner.stage.name}",
+        )
+        await consumer.start()
+        try:
+            found = await topic_partitions(self.url, self.runner.stage.consumes)
+            parts = [TopicPartition(t, p) for t, ps in found.items() for p in sorted(ps)]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            ends = await consumer.end_offsets(parts)
+            timeout_ms = int(self.settings.batch_within_s * 1000)
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(
+                    timeout_ms=timeout_ms, max_records=self.settings.batch_size
+                )
+                for tp, messages in batches.items():
+                    records = [
+                        Record(tp.topic, m.value or b"", m.key, tp.partition, m.offset)
+                        for m in messages
+                    ]
+                    await self.runner.handle(records, [m.timestamp / 1000 for m in messages])
+                if not self.ready.is_set() and await _caught_up(consumer, ends):
+                    self.ready.set()
+                if not batches:
+                    await self.runner.tick()
+        finally:
+            await consumer.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+
+async def topic_partitions(
+    url: str, topics: Sequence[str], wait_s: float = 5.0
+) -> dict[str, set[int]]:
+    """The partition numbers of each topic (waiting briefly for topics still being created)."""
+    from aiokafka.client import AIOKafkaClient
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers(url))
+    await client.bootstrap()
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            cluster = await client.fetch_all_metadata()
+            found = {t: set(cluster.partitions_for_topic(t) or ()) for t in topics}
+            missing = [t for t, parts in found.items() if not parts]
+            if not missing:
+                return found
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topics missing on the broker: {', '.join(missing)}")
+            await asyncio.sleep(0.2)
+    finally:
+        await client.close()
+
+
+async def _caught_up(consumer: Any, ends: dict[Any, int]) -> bool:
+    # Tansu reports a partition's end as its last batch's base offset + 1, so "position ≥ end"
+    # is the most that can be asked.
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
+class BrokerProbe:
+    """Answers whether the broker is reachable (a metadata round trip), for the connected gauge."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._client: Any = None
+
+    async def check(self) -> bool:
+        from aiokafka.client import AIOKafkaClient
+        from aiokafka.errors import KafkaError
+
+        try:
+            if self._client is None:
+                client = AIOKafkaClient(bootstrap_servers=bootstrap_servers(self.url))
+                await client.bootstrap()
+                self._client = client
+            ok = bool(await self._client.fetch_all_metadata())
+        except (KafkaError, OSError):
+            ok = False
+        metrics.BROKER_CONNECTED.set(1 if ok else 0)
+        return ok
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
