@@ -1,0 +1,593 @@
+"""Callbacks in, settlement out: verify and dedupe callbacks, match them to transactions, alert."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import MutableMapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from models.common import iso_utc
+from models.inputs import Callback, Transaction
+from models.outputs import Severity
+from streams import metrics
+from streams.alerts import AlertTracker
+from streams.callbacks import FINAL_STATUSES, CallbackVerifier, FactStatus, Untrusted
+from streams.codec import Decoder, dead_letter, describe_errors
+from streams.core import EventClock, Out, Record, Stage
+from streams.settings import Settings
+from streams.topics import Topics
+
+RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+SETTLEMENT_RULES = RULES_DIR / "settlement.yaml"
+
+
+# ---- rules -------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EarlyCallbacks(_Strict):
+    """Bounds on callbacks waiting for their transaction."""
+
+    max_waiting: int = Field(default=50_000, ge=0)
+    max_wait_s: float = Field(default=3600, ge=0)
+
+
+class Duplicates(_Strict):
+    """How long and how many callbacks are remembered to drop duplicates."""
+
+    max_remembered: int = Field(default=200_000, ge=1)
+    remember_s: float = Field(default=604_800, gt=0)
+
+
+class DelayAlert(_Strict):
+    """settlement_delay_high: p95 of settlement delays over a window above a threshold."""
+
+    p95_s: float = Field(default=14_400, gt=0)
+    window_s: float = Field(default=3600, gt=0)
+    min_samples: int = Field(default=20, ge=1)
+    severity: Severity = Severity.WARNING
+
+
+class CountAlert(_Strict):
+    """An alert on a count of events within an event-time window."""
+
+    threshold: int = Field(default=10, ge=0)
+    window_s: float = Field(default=3600, gt=0)
+    severity: Severity = Severity.WARNING
+
+
+class SettlementAlerts(_Strict):
+    """The settlement stage's alert thresholds."""
+
+    settlement_delay_high: DelayAlert = Field(default_factory=DelayAlert)
+    callbacks_missing: CountAlert = Field(default_factory=CountAlert)
+    callback_signature_failures: CountAlert = Field(
+        default_factory=lambda: CountAlert(threshold=20, window_s=300, severity=Severity.CRITICAL)
+    )
+
+
+class BalanceRules(_Strict):
+    """Low-balance thresholds: a default and per-merchant overrides (IDR)."""
+
+    default_threshold: Decimal = Decimal("10000000")
+    merchants: dict[str, Decimal] = Field(default_factory=dict)
+
+    def threshold_for(self, merchant_id: str) -> Decimal:
+        """The merchant's own threshold, else the default."""
+        return self.merchants.get(merchant_id, self.default_threshold)
+
+
+class SettlementRules(_Strict):
+    """rules/settlement.yaml."""
+
+    version: str = "settlement-default"
+    deadlines_s: dict[str, float] = Field(default_factory=lambda: {"default": 86_400.0})
+    early_callbacks: EarlyCallbacks = Field(default_factory=EarlyCallbacks)
+    duplicates: Duplicates = Field(default_factory=Duplicates)
+    alerts: SettlementAlerts = Field(default_factory=SettlementAlerts)
+    balances: BalanceRules = Field(default_factory=BalanceRules)
+
+    def deadline_for(self, method: str) -> timedelta:
+        """How long a transaction of this method may wait for its final callback."""
+        seconds = self.deadlines_s.get(method, self.deadlines_s.get("default", 86_400.0))
+        return timedelta(seconds=seconds)
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from a rules file; ValueError naming the file when it cannot be used."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: must hold a mapping")
+    return data
+
+
+def load_settlement_rules(path: Path | None = None) -> SettlementRules:
+    """Settlement rules from a YAML file (rules/settlement.yaml by default)."""
+    path = path or SETTLEMENT_RULES
+    try:
+        return SettlementRules.model_validate(load_yaml(path))
+    except ValidationError as exc:
+        raise ValueError(f"{path}: {describe_errors(exc)}") from None
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def _epoch(at: datetime) -> float:
+    return at.timestamp()
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _parse_iso(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo else None
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile of values by the nearest-rank method (values need not be sorted)."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    rank = max(1, -(-int(q * 1000) * len(ordered) // 1000))  # ceil(q * n) without floats drifting
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+class WindowCounter:
+    """Event times per key in a MutableMapping (key → sorted epoch list), trimmed to a window."""
+
+    def __init__(self, state: MutableMapping[str, Any], window: timedelta) -> None:
+        self.state = state
+        self.window = window.total_seconds()
+
+    def add(self, key: str, at: float) -> None:
+        times = list(self.state.get(key, []))
+        times.append(at)
+        if len(times) > 1 and times[-2] > at:
+            times.sort()
+        self.state[key] = times
+
+    def count(self, key: str, now: float) -> int:
+        times = self.state.get(key, [])
+        start = now - self.window
+        kept = [t for t in times if t > start]
+        if len(kept) != len(times):
+            if kept:
+                self.state[key] = kept
+            else:
+                del self.state[key]
+        return len(kept)
+
+    def names(self) -> list[str]:
+        return list(self.state.keys())
+
+
+# ---- the callbacks stage -----------------------------------------------------------------------
+
+
+class CallbacksStage(Stage):
+    """payments.callbacks → trusted, deduplicated facts on pantau.settlement; the rest dead-letter.
+
+    An untrusted callback (bad or missing signature, stale timestamp, foreign address, unusable
+    body) changes nothing: it is dead-lettered with its reason, counted by provider and reason,
+    and a burst raises `callback_signature_failures`. A duplicate (same provider, reference and
+    status) is dropped.
+    """
+
+    name = "callbacks"
+
+    def __init__(
+        self,
+        topics: Topics,
+        verifier: CallbackVerifier,
+        rules: SettlementRules | None = None,
+        *,
+        alerts: AlertTracker | None = None,
+        seen: MutableMapping[str, Any] | None = None,
+        failures: MutableMapping[str, Any] | None = None,
+        max_bytes: int = 1_000_000,
+        lateness: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self.topics = topics
+        self.verifier = verifier
+        self.rules = rules or SettlementRules()
+        self.alerts = alerts or AlertTracker(topics.alerts)
+        self.seen: MutableMapping[str, Any] = seen if seen is not None else {}
+        self.failure_rule = self.rules.alerts.callback_signature_failures
+        self.failures = WindowCounter(
+            failures if failures is not None else {}, timedelta(seconds=self.failure_rule.window_s)
+        )
+        # Callbacks carry long provider references: card-like runs are masked, never refused.
+        self.decoder = Decoder(
+            Callback, topics.deadletter, max_bytes=max_bytes, refuse_card_numbers=False
+        )
+        self.clock = EventClock(lateness=lateness)
+
+    @property
+    def consumes(self) -> tuple[str, ...]:
+        return (self.topics.callbacks,)
+
+    def process(self, records: Sequence[Record]) -> list[Out]:
+        out: list[Out] = []
+        touched: set[str] = set()
+        for record in records:
+            event, letter = self.decoder.decode(record)
+            if letter is not None:
+                out.append(letter)
+                continue
+            assert isinstance(event, Callback)
+            self.clock.observe(event.received_at)
+            provider = event.provider.value
+            try:
+                fact = self.verifier.check(event)
+            except Untrusted as exc:
+                metrics.child(metrics.CALLBACKS, provider, "untrusted").inc()
+                metrics.child(
+                    metrics.CALLBACK_VERIFICATION_FAILURES, provider, exc.reason.value
+                ).inc()
+                self.failures.add(provider, _epoch(event.received_at))
+                touched.add(provider)
+                out.append(
+                    dead_letter(
+                        record, f"untrusted_callback: {provider} {exc}", self.topics.deadletter
+                    )
+                )
+                continue
+            key = f"{provider}|{fact.transaction_id}|{fact.status.value}"
+            if key in self.seen:
+                metrics.child(metrics.CALLBACKS, provider, "duplicate").inc()
+                continue
+            self.seen[key] = _epoch(event.received_at)
+            metrics.child(metrics.CALLBACKS, provider, "trusted").inc()
+            metrics.child(metrics.CALLBACK_FACTS, provider, fact.status.value).inc()
+            value = fact.to_json()
+            out.append(Out(self.topics.settlement, value["transaction_id"], value))
+        self._bound_seen()
+        for provider in touched:
+            out.extend(self._evaluate(provider))
+        return out
+
+    def _bound_seen(self) -> None:
+        limit = self.rules.duplicates.max_remembered
+        excess = len(self.seen) - limit
+        if excess > 0:
+            for key in list(self.seen.keys())[:excess]:
+                del self.seen[key]
+
+    def _evaluate(self, provider: str) -> list[Out]:
+        now = _epoch(self.clock.latest)
+        count = self.failures.count(provider, now)
+        rule = self.failure_rule
+        return self.alerts.update(
+            "callback_signature_failures",
+            {"provider": provider},
+            count >= rule.threshold > 0 or (rule.threshold == 0 and count > 0),
+            at=self.clock.latest,
+            value=float(count),
+            threshold=float(rule.threshold),
+            severity=rule.severity,
+            summary=f"{count} untrusted {provider} callbacks in the last {int(rule.window_s)} s",
+        )
+
+    def tick(self) -> list[Out]:
+        if not self.clock.started:
+            return []
+        out: list[Out] = []
+        for provider in self.failures.names():
+            out.extend(self._evaluate(provider))
+        for alert in list(self.alerts.state.values()):
+            provider = alert.get("labels", {}).get("provider")
+            firing_here = alert.get("alert") == "callback_signature_failures"
+            if firing_here and provider not in self.failures.state:
+                out.extend(self._evaluate(str(provider)))  # its window emptied: resolve
+        horizon = _epoch(self.clock.latest) - self.rules.duplicates.remember_s
+        stale = [k for k, at in self.seen.items() if at < horizon]
+        for key in stale:
+            del self.seen[key]
+        return out
+
+
+# ---- the payments-side observer ----------------------------------------------------------------
+
+
+class SettlementFeed:
+    """A BatchObserver for PaymentsStage: slim transaction facts to pantau.settlement."""
+
+    def __init__(self, topics: Topics) -> None:
+        self.topic = topics.settlement
+
+    def observe(self, transactions: Sequence[Transaction]) -> list[Out]:
+        out = []
+        for tx in transactions:
+            value = {
+                "kind": "transaction",
+                "transaction_id": tx.transaction_id,
+                "created_at": iso_utc(tx.created_at),
+                "channel": tx.channel,
+                "method": tx.method.value,
+                "status": tx.status.value,
+                "amount": format(tx.amount, "f"),
+                "merchant_id": tx.merchant_id,
+            }
+            out.append(Out(self.topic, tx.transaction_id, value))
+        return out
+
+    def flush(self) -> list[Out]:
+        return []
+
+
+# ---- the settlement stage ----------------------------------------------------------------------
+
+
+class SettlementStage(Stage):
+    """pantau.settlement: matches callbacks to transactions, measures delay, counts the missing.
+
+    State (plain mappings, JSON values): `awaiting` transactions without a final callback,
+    `early` callbacks waiting for their transaction, `recent` finalized or missed transactions
+    (so late events change nothing or still measure a delay), `delays` and `missing` windows.
+    """
+
+    name = "settlement"
+
+    def __init__(
+        self,
+        topics: Topics,
+        rules: SettlementRules | None = None,
+        *,
+        alerts: AlertTracker | None = None,
+        state: MutableMapping[str, Any] | None = None,
+        lateness: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self.topics = topics
+        self.rules = rules or SettlementRules()
+        self.alerts = alerts or AlertTracker(topics.alerts)
+        root: MutableMapping[str, Any] = state if state is not None else {}
+        self.awaiting: MutableMapping[str, Any] = root.setdefault("awaiting", {})
+        self.early: MutableMapping[str, Any] = root.setdefault("early", {})
+        self.recent: MutableMapping[str, Any] = root.setdefault("recent", {})
+        delay_rule = self.rules.alerts.settlement_delay_high
+        missing_rule = self.rules.alerts.callbacks_missing
+        self.delays: MutableMapping[str, Any] = root.setdefault("delays", {})
+        self.missing = WindowCounter(
+            root.setdefault("missing", {}), timedelta(seconds=missing_rule.window_s)
+        )
+        self.delay_window = delay_rule.window_s
+        self.clock = EventClock(lateness=lateness)
+        self._deadlines: list[tuple[float, str]] = [
+            (entry["deadline"], tx_id) for tx_id, entry in self.awaiting.items()
+        ]
+        heapq.heapify(self._deadlines)
+
+    @property
+    def consumes(self) -> tuple[str, ...]:
+        return (self.topics.settlement,)
+
+    def process(self, records: Sequence[Record]) -> list[Out]:
+        touched: set[str] = set()
+        for record in records:
+            try:
+                value = orjson.loads(record.value)
+            except orjson.JSONDecodeError:
+                continue  # internal topic: only our own stages write it
+            if not isinstance(value, dict):
+                continue
+            kind = value.get("kind")
+            if kind == "transaction":
+                self._transaction(value, touched)
+            elif kind == "callback":
+                self._callback(value, touched)
+        metrics.SETTLEMENT_AWAITING.set(len(self.awaiting))
+        return self._evaluate(touched)
+
+    # -- facts --
+
+    def _transaction(self, value: dict[str, Any], touched: set[str]) -> None:
+        tx_id = str(value.get("transaction_id"))
+        created = _parse_iso(value.get("created_at"))
+        if created is None:
+            return
+        self.clock.observe(created)
+        if tx_id in self.recent:
+            return  # already final (or missed): a retry or redelivery changes nothing
+        method = str(value.get("method"))
+        deadline = _epoch(created + self.rules.deadline_for(method))
+        entry: dict[str, Any] = {
+            "created_at": _epoch(created),
+            "channel": str(value.get("channel")),
+            "method": method,
+            "deadline": deadline,
+        }
+        if value.get("status") == "failed":
+            self.awaiting.pop(tx_id, None)
+        else:
+            self.awaiting[tx_id] = entry
+            heapq.heappush(self._deadlines, (deadline, tx_id))
+        waiting = self.early.pop(tx_id, None)
+        if waiting:
+            for fact in waiting["facts"]:
+                self._apply(tx_id, entry, fact, touched)
+
+    def _callback(self, value: dict[str, Any], touched: set[str]) -> None:
+        tx_id = str(value.get("transaction_id"))
+        received = _parse_iso(value.get("received_at"))
+        if received is None:
+            return
+        self.clock.observe(received)
+        entry = self.awaiting.get(tx_id)
+        if entry is None:
+            recent = self.recent.get(tx_id)
+            if recent is not None:
+                if recent.get("missed") and value.get("status") == FactStatus.SETTLED.value:
+                    self._apply(tx_id, recent, value, touched)  # late, but its delay is real
+                return
+            self._wait(tx_id, value, received)
+            return
+        self._apply(tx_id, entry, value, touched)
+
+    def _wait(self, tx_id: str, value: dict[str, Any], received: datetime) -> None:
+        waiting = self.early.get(tx_id)
+        if waiting is None:
+            waiting = {
+                "until": _epoch(received) + self.rules.early_callbacks.max_wait_s,
+                "facts": [],
+            }
+        waiting = {"until": waiting["until"], "facts": [*waiting["facts"], value]}
+        self.early[tx_id] = waiting
+        limit = self.rules.early_callbacks.max_waiting
+        while len(self.early) > limit:
+            oldest = next(iter(self.early))
+            self._unmatched(self.early.pop(oldest))
+
+    def _unmatched(self, waiting: dict[str, Any]) -> None:
+        for fact in waiting["facts"]:
+            metrics.child(metrics.CALLBACKS_UNMATCHED, str(fact.get("provider"))).inc()
+
+    def _apply(
+        self, tx_id: str, entry: dict[str, Any], fact: dict[str, Any], touched: set[str]
+    ) -> None:
+        status = fact.get("status")
+        if status not in {s.value for s in FINAL_STATUSES}:
+            return
+        self.awaiting.pop(tx_id, None)
+        self.recent[tx_id] = {**entry, "missed": False, "final_at": _epoch(self.clock.latest)}
+        if status != FactStatus.SETTLED.value:
+            return
+        settled = _parse_iso(fact.get("settled_at")) or _parse_iso(fact.get("received_at"))
+        if settled is None:
+            return
+        delay = max(0.0, _epoch(settled) - float(entry["created_at"]))
+        channel, method = str(entry["channel"]), str(entry["method"])
+        metrics.child(metrics.SETTLEMENT_DELAY, channel, method).observe(delay)
+        key = f"{channel}|{method}"
+        samples = list(self.delays.get(key, []))
+        samples.append([_epoch(settled), delay])
+        self.delays[key] = samples
+        touched.add(key)
+
+    # -- timers and alerts --
+
+    def tick(self) -> list[Out]:
+        if not self.clock.started:
+            return []
+        now = _epoch(self.clock.watermark)
+        touched: set[str] = set()
+        while self._deadlines and self._deadlines[0][0] < now:
+            deadline, tx_id = heapq.heappop(self._deadlines)
+            entry = self.awaiting.get(tx_id)
+            if entry is None or entry["deadline"] != deadline:
+                continue  # finalized, or superseded by a later attempt
+            del self.awaiting[tx_id]
+            self.recent[tx_id] = {**entry, "missed": True, "final_at": deadline}
+            channel, method = str(entry["channel"]), str(entry["method"])
+            metrics.child(metrics.CALLBACKS_MISSING, channel, method).inc()
+            self.missing.add(channel, deadline)
+        for tx_id in list(self.early.keys()):
+            waiting = self.early[tx_id]
+            if waiting["until"] >= now:
+                break  # arrival order: the rest are younger
+            self._unmatched(self.early.pop(tx_id))
+        horizon = now - self.rules.duplicates.remember_s
+        for tx_id in [k for k, v in self.recent.items() if v["final_at"] < horizon]:
+            del self.recent[tx_id]
+        metrics.SETTLEMENT_AWAITING.set(len(self.awaiting))
+        touched.update(self.delays.keys())
+        return self._evaluate(touched, all_channels=True)
+
+    def _evaluate(self, delay_keys: set[str], *, all_channels: bool = False) -> list[Out]:
+        if not self.clock.started:
+            return []
+        out: list[Out] = []
+        at = self.clock.latest
+        now = _epoch(self.clock.watermark)
+        rule = self.rules.alerts.settlement_delay_high
+        for key in sorted(delay_keys):
+            start = now - self.delay_window
+            samples = [s for s in self.delays.get(key, []) if s[0] > start]
+            if samples:
+                self.delays[key] = samples
+            else:
+                self.delays.pop(key, None)
+            channel, method = key.split("|", 1)
+            labels = {"channel": channel, "method": method}
+            if not samples:
+                # Nothing settled in the window: nothing slow to report any more.
+                out.extend(self.alerts.update("settlement_delay_high", labels, False, at=at))
+                continue
+            values = [float(s[1]) for s in samples]
+            p95 = quantile(values, 0.95)
+            metrics.child(metrics.SETTLEMENT_DELAY_QUANTILE, channel, method, "0.95").set(p95)
+            metrics.child(metrics.SETTLEMENT_DELAY_QUANTILE, channel, method, "0.5").set(
+                quantile(values, 0.5)
+            )
+            if len(values) < rule.min_samples:
+                continue
+            out.extend(
+                self.alerts.update(
+                    "settlement_delay_high",
+                    labels,
+                    p95 > rule.p95_s,
+                    at=at,
+                    value=p95,
+                    threshold=rule.p95_s,
+                    severity=rule.severity,
+                    summary=f"settlement delay p95 {p95 / 3600:.1f} h over {len(values)} "
+                    f"settlements of {channel} {method}",
+                )
+            )
+        if all_channels:
+            miss = self.rules.alerts.callbacks_missing
+            channels = set(self.missing.names())
+            channels.update(
+                a["labels"]["channel"]
+                for a in self.alerts.state.values()
+                if a.get("alert") == "callbacks_missing"
+            )
+            for channel in sorted(channels):
+                count = self.missing.count(channel, now)
+                out.extend(
+                    self.alerts.update(
+                        "callbacks_missing",
+                        {"channel": channel},
+                        count > miss.threshold,
+                        at=at,
+                        value=float(count),
+                        threshold=float(miss.threshold),
+                        severity=miss.severity,
+                        summary=f"{count} {channel} transactions without a final callback past "
+                        f"their deadline in the last {int(miss.window_s)} s",
+                    )
+                )
+        return out
+
+
+def build_verifier(settings: Settings) -> CallbackVerifier:
+    """The callback verifier from settings: secrets (rotation), allowlists, tolerance."""
+    return CallbackVerifier(
+        secrets_for=settings.secrets_for,
+        allowlists=settings.callback_allowlists,
+        tolerance=timedelta(seconds=settings.callback_tolerance_s),
+    )
