@@ -1,4 +1,4 @@
-"""rules/health.yaml: its schema (thresholds, per-channel overrides, alerts, taxonomy) and loader."""
+"""rules/health.yaml: its schema (thresholds, per-channel overrides, alerts, taxonomy) + loader."""
 
 from __future__ import annotations
 
@@ -97,7 +97,9 @@ class HealthRules(BaseModel):
     @field_validator("version", mode="before")
     @classmethod
     def _version_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        return value
 
     @field_validator("channels")
     @classmethod
@@ -161,7 +163,11 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
             node = nxt
             if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
                 line = node.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and part < len(node.value)
+        ):
             node = node.value[part]
             line = node.start_mark.line + 1
         else:

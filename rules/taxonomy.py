@@ -1,4 +1,4 @@
-"""The error taxonomy: which error codes are the provider's, the customer's or the merchant's fault."""
+"""The error taxonomy: whether an error code is the provider's, the customer's or the merchant's."""
 
 from __future__ import annotations
 

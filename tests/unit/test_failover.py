@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -207,7 +208,7 @@ def test_flapping_inside_the_cooldown_is_damped() -> None:
     assert len(transitions) <= 14
     assert S not in actions and R not in actions
     probes = [t.at for t in transitions if t.action is P]
-    waits = [b - a for a, b in zip(probes, probes[1:], strict=False)]
+    waits = [b - a for a, b in itertools.pairwise(probes)]
     assert len(waits) >= 3
     assert waits == sorted(waits) and waits[-1] > waits[0] * 4  # each failed probe waits longer
     assert final.state == "failed_over" and final.failed_probes == len(probes)

@@ -88,7 +88,8 @@ def test_shipped_defaults_match_the_design() -> None:
             "channels.BCA: degraded_error_rate must not exceed failover_error_rate",
         ),
         (
-            "version: x\ntaxonomy:\n  provider:\n    codes: ['500']\n  merchant:\n    codes: [500]\n",
+            "version: x\ntaxonomy:\n  provider:\n    codes: ['500']\n"
+            "  merchant:\n    codes: [500]\n",
             "h.yaml:2: taxonomy: code 500 is listed as both provider and merchant",
         ),
         ("version: x\nthresholds: [\n", "h.yaml:3: not valid YAML"),
@@ -102,5 +103,5 @@ def test_bad_files_name_file_line_and_field(text: str, message: str) -> None:
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(HealthRulesError, match="nope.yaml: cannot read"):
+    with pytest.raises(HealthRulesError, match=r"nope\.yaml: cannot read"):
         load_health_rules(tmp_path / "nope.yaml")
