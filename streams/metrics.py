@@ -147,6 +147,51 @@ DEADLETTER_RATIO = Gauge(
 
 # ---- fraud (decisions, rules, model) ------------------------------------------------------------
 
+FRAUD_DECISIONS = Counter(
+    "pantau_fraud_decisions_total", "Fraud decisions", ["action", "channel"], registry=REGISTRY
+)
+FRAUD_RULE_HITS = Counter(
+    "pantau_fraud_rule_hits_total", "Rule hits (shadow hits are reported, never acted on)",
+    ["rule", "mode"], registry=REGISTRY,
+)
+FRAUD_SCORE = Histogram(
+    "pantau_fraud_score", "Fraud score of each decision (0-100)",
+    buckets=(5, 10, 20, 30, 40, 50, 65, 75, 85, 95, 100), registry=REGISTRY,
+)
+FRAUD_SCORING_SECONDS = Histogram(
+    "pantau_fraud_scoring_duration_seconds",
+    "Time to score one micro-batch (features, rules, model, decisions)",
+    buckets=BATCH_BUCKETS, registry=REGISTRY,
+)
+FRAUD_VERSIONS = Info(
+    "pantau_fraud", "Active rule pack and model versions", registry=REGISTRY
+)
+FRAUD_RULE_PACKS = Counter(
+    "pantau_fraud_rule_packs_total", "Rule packs received on pantau.rules, by result",
+    ["result"], registry=REGISTRY,
+)
+
+
+def fraud_versions(rules_version: str, model_version: str) -> None:
+    """Publish the versions that make the decisions now."""
+    FRAUD_VERSIONS.info({"rules_version": rules_version, "model_version": model_version})
+
+
+def rule_pack_result(result: str) -> None:
+    """Count a received rule pack: accepted or rejected."""
+    child(FRAUD_RULE_PACKS, result).inc()
+
+
+def observe_fraud_batch(decisions: Any, seconds: float) -> None:
+    """Count one scored micro-batch: decisions by action and channel, hits, scores, time."""
+    FRAUD_SCORING_SECONDS.observe(seconds)
+    for decision in decisions:
+        child(FRAUD_DECISIONS, decision.action.value, decision.channel or "unknown").inc()
+        FRAUD_SCORE.observe(decision.score)
+        for hit in decision.rule_hits:
+            child(FRAUD_RULE_HITS, hit.rule_id, "shadow" if hit.shadow else "enabled").inc()
+
+
 # ---- callbacks, settlement, balances, VAT -------------------------------------------------------
 
 

@@ -74,15 +74,19 @@ def build_stages(settings: Settings) -> list[Stage]:
     """The stages of a full Pantau pipeline, configured from settings."""
     topics = settings.topics
     lateness = timedelta(seconds=settings.allowed_lateness_s)
+    # fraud (issue 4): features, rules (hot-reloaded from pantau.rules), model, labels
+    from streams.fraud import build_fraud
+
+    scorer, fraud_stages = build_fraud(settings)
     payments = PaymentsStage(
         topics,
-        fraud=None,
+        fraud=scorer,
         vat=None,
         observers=[],
         max_bytes=settings.max_message_bytes,
         lateness=lateness,
     )
-    return [payments]
+    return [payments, *fraud_stages]
 
 
 def build_pipeline(settings: Settings | None = None) -> Pipeline:

@@ -1,0 +1,392 @@
+"""Fraud features in event time from bounded keyed state: one code for live, replay and training."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping, Sequence
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+
+from models.inputs import FraudLabel, Transaction
+
+WIB = timezone(timedelta(hours=7), "WIB")
+ENTITIES = ("customer", "card", "device", "ip", "merchant")
+WINDOWS = ("10m", "1h", "24h", "7d", "30d")
+# Each window is read from buckets of one granularity: the current bucket and the ones before it.
+# (granularity in seconds, buckets kept): 10m = the current minute and the 9 before it; 1h = the
+# current 5 minutes and the 11 before; 24h = this hour and the 23 before; 7d and 30d = this UTC
+# day and the 6 (29) before.
+_GRAINS: dict[str, tuple[int, int]] = {
+    "m": (60, 10),
+    "f": (300, 12),
+    "h": (3600, 24),
+    "d": (86400, 30),
+}
+_WINDOW_GRAIN: dict[str, tuple[str, int]] = {
+    "10m": ("m", 10),
+    "1h": ("f", 12),
+    "24h": ("h", 24),
+    "7d": ("d", 7),
+    "30d": ("d", 30),
+}
+DAY = 86400
+DEDUP_SECONDS = DAY  # a redelivery later than this after the first delivery counts again
+LABEL_RETENTION_SECONDS = 45 * DAY  # labels arriving later than this are not attributed
+MAX_DISTINCT = 256  # cap of distinct-value sets (cards per device, devices per customer)
+
+# Name → CEL/numpy type of every value a rule or the model can read. The transaction's own fields
+# come first (absent strings are "", absent flags false), then the features.
+TX_FIELDS: dict[str, str] = {
+    "amount": "double",
+    "currency": "string",
+    "method": "string",
+    "channel": "string",
+    "status": "string",
+    "error_code": "string",
+    "merchant_id": "string",
+    "customer_id": "string",
+    "goods_category": "string",
+    "cross_border": "bool",
+    "card_bin": "string",
+    "card_country": "string",
+    "ip_country": "string",
+    "has_card": "bool",
+    "has_device": "bool",
+}
+FEATURES: dict[str, str] = {}
+for _entity in ENTITIES:
+    for _window in WINDOWS:
+        FEATURES[f"{_entity}_count_{_window}"] = "int"
+        FEATURES[f"{_entity}_amount_{_window}"] = "double"
+FEATURES.update(
+    {
+        "amount_to_customer_avg_30d": "double",
+        "device_cards_24h": "int",
+        "customer_devices_24h": "int",
+        "customer_failures_1h": "int",
+        "device_failures_1h": "int",
+        "new_device": "bool",
+        "hour_wib": "int",
+        "is_night": "bool",
+        "country_mismatch": "bool",
+        "merchant_frauds_30d": "int",
+        "merchant_fraud_rate_30d": "double",
+    }
+)
+SCHEMA: dict[str, str] = {**TX_FIELDS, **FEATURES}
+ZERO: dict[str, Any] = {"int": 0, "double": 0.0, "bool": False, "string": ""}
+DTYPES: dict[str, Any] = {"int": np.int64, "double": np.float64, "bool": np.bool_, "string": object}
+
+
+def defaults() -> dict[str, Any]:
+    """Every name with its zero value: what an example or a missing field starts from."""
+    return {name: ZERO[kind] for name, kind in SCHEMA.items()}
+
+
+def _ts(at: datetime) -> int:
+    return int(at.timestamp())
+
+
+def entity_keys(tx: Transaction) -> dict[str, str | None]:
+    """The state key of each entity a transaction touches (None when the field is absent)."""
+    card = f"{tx.card_bin}:{tx.card_last4}" if tx.card_bin and tx.card_last4 else None
+    return {
+        "customer": tx.customer_id,
+        "card": card,
+        "device": tx.device_id or None,
+        "ip": tx.ip or None,
+        "merchant": tx.merchant_id,
+    }
+
+
+def _add(buckets: dict[str, Any], ts: int, amount: float, failed: bool) -> None:
+    for grain, (seconds, _) in _GRAINS.items():
+        level = buckets.setdefault(grain, {})
+        idx = str(ts // seconds)
+        cell = level.get(idx)
+        if cell is None:
+            level[idx] = [1, amount, int(failed)]
+        else:
+            cell[0] += 1
+            cell[1] += amount
+            cell[2] += int(failed)
+
+
+def _read(buckets: dict[str, Any], ts: int) -> dict[str, list[float]]:
+    """window → [count, amount, failures] at time ts; prunes buckets too old for any window."""
+    out: dict[str, list[float]] = {w: [0, 0.0, 0] for w in WINDOWS}
+    for grain, (seconds, keep) in _GRAINS.items():
+        level = buckets.get(grain)
+        if not level:
+            continue
+        now = ts // seconds
+        stale = []
+        for idx_text, cell in level.items():
+            idx = int(idx_text)
+            age = now - idx
+            if age >= keep:
+                stale.append(idx_text)
+                continue
+            if age < 0:
+                continue  # from a later event than this one: not in this event's past
+            for window in WINDOWS:
+                wgrain, span = _WINDOW_GRAIN[window]
+                if wgrain == grain and age < span:
+                    acc = out[window]
+                    acc[0] += cell[0]
+                    acc[1] += cell[1]
+                    acc[2] += cell[2]
+        for idx_text in stale:
+            del level[idx_text]
+    return out
+
+
+def _prune_times(seen: dict[str, int], ts: int, horizon: int) -> None:
+    for key in [k for k, t in seen.items() if ts - t >= horizon]:
+        del seen[key]
+    while len(seen) > MAX_DISTINCT:
+        oldest = min(seen, key=lambda k: seen[k])
+        del seen[oldest]
+
+
+def _prune_uses(uses: dict[str, list[int]], ts: int, horizon: int) -> None:
+    for key in [k for k, u in uses.items() if ts - u[1] >= horizon]:
+        del uses[key]
+    while len(uses) > MAX_DISTINCT:
+        del uses[min(uses, key=lambda k: uses[k][1])]
+
+
+class FeatureStore:
+    """Keyed state of every entity plus the labels seen so far; plain mappings, JSON-able values.
+
+    `state` maps "<entity>:<key>" → that key's buckets and sets. Customer state is local to the
+    worker that owns the customer's partition; device, card, IP and merchant state is kept per
+    worker (see docs/fraud.md). `tx_merchants` remembers each recent transaction's merchant so a
+    late label can be attributed; `labels` keeps each label once.
+    """
+
+    def __init__(
+        self,
+        state: MutableMapping[str, Any] | None = None,
+        tx_merchants: MutableMapping[str, Any] | None = None,
+    ) -> None:
+        self.state: MutableMapping[str, Any] = state if state is not None else {}
+        self.tx_merchants: MutableMapping[str, Any] = (
+            tx_merchants if tx_merchants is not None else {}
+        )
+
+    # ---- labels ----------------------------------------------------------------------------
+    def add_label(self, label: FraudLabel) -> bool:
+        """Count a confirmed fraud for its merchant at the label's arrival time; False if unknown
+        or already counted."""
+        known = self.tx_merchants.get(label.transaction_id)
+        if known is None or not label.fraud or known[2]:
+            return False
+        merchant, _, _ = known
+        known[2] = True
+        self.tx_merchants[label.transaction_id] = known
+        entry = self._entry("merchant", merchant)
+        frauds = entry.setdefault("frauds", {})
+        day = str(_ts(label.reported_at) // DAY)
+        frauds[day] = frauds.get(day, 0) + 1
+        self.state[f"merchant:{merchant}"] = entry
+        return True
+
+    def expire_labels(self, now: datetime) -> None:
+        """Forget transactions too old to be labelled any more (bounded memory)."""
+        ts = _ts(now)
+        for tx_id in [
+            k for k, v in self.tx_merchants.items() if ts - v[1] >= LABEL_RETENTION_SECONDS
+        ]:
+            del self.tx_merchants[tx_id]
+
+    # ---- transactions ------------------------------------------------------------------------
+    def _entry(self, entity: str, key: str) -> dict[str, Any]:
+        entry: dict[str, Any] | None = self.state.get(f"{entity}:{key}")
+        return entry if entry is not None else {}
+
+    def apply(self, tx: Transaction) -> dict[str, Any]:
+        """Update state with one transaction (once, even if redelivered) and return its features."""
+        ts = _ts(tx.created_at)
+        amount = float(tx.amount)
+        failed = tx.status == "failed"
+        keys = entity_keys(tx)
+        customer = self._entry("customer", tx.customer_id)
+        seen: dict[str, int] = customer.setdefault("seen", {})
+        dedup = f"{tx.transaction_id}|{ts}|{tx.created_at.microsecond}|{tx.status.value}"
+        first_delivery = dedup not in seen
+        values = row_of(tx)
+
+        # Reads before this event (for "before this one" features).
+        customer_before = _read(customer.setdefault("b", {}), ts)
+        devices: dict[str, list[int]] = customer.setdefault("devices", {})
+        device_key = keys["device"]
+        first_use = devices.get(device_key) if device_key is not None else None
+        values["new_device"] = device_key is not None and (
+            first_use is None or (not first_delivery and first_use[0] == ts)
+        )
+        history = customer_before["30d"]
+        if first_delivery:
+            if history[0] > 0:
+                avg = history[1] / history[0]
+                values["amount_to_customer_avg_30d"] = amount / avg if avg > 0 else 1.0
+            else:
+                values["amount_to_customer_avg_30d"] = 1.0
+        else:
+            prev_count, prev_amount = history[0] - 1, history[1] - amount
+            avg = prev_amount / prev_count if prev_count > 0 else 0.0
+            values["amount_to_customer_avg_30d"] = amount / avg if avg > 0 else 1.0
+        values["customer_failures_1h"] = int(customer_before["1h"][2]) - (
+            int(failed) if not first_delivery else 0
+        )
+
+        entries: dict[str, dict[str, Any]] = {"customer": customer}
+        for entity in ENTITIES[1:]:
+            key = keys[entity]
+            if key is not None:
+                entries[entity] = self._entry(entity, key)
+        if "device" in entries:
+            before = _read(entries["device"].setdefault("b", {}), ts)
+            values["device_failures_1h"] = int(before["1h"][2]) - (
+                int(failed) if not first_delivery else 0
+            )
+
+        if first_delivery:
+            seen[dedup] = ts
+            for entry in entries.values():
+                _add(entry.setdefault("b", {}), ts, amount, failed)
+            if tx.transaction_id not in self.tx_merchants:
+                self.tx_merchants[tx.transaction_id] = [tx.merchant_id, ts, False]
+        _prune_times(seen, ts, DEDUP_SECONDS)
+
+        for entity in ENTITIES:
+            entry_or_none = entries.get(entity)
+            if entry_or_none is None:
+                continue
+            windows = _read(entry_or_none.setdefault("b", {}), ts)
+            for window in WINDOWS:
+                values[f"{entity}_count_{window}"] = int(windows[window][0])
+                values[f"{entity}_amount_{window}"] = float(windows[window][1])
+
+        if device_key is not None:
+            use = devices.get(device_key) or [ts, ts]
+            use[1] = max(ts, use[1])
+            devices[device_key] = use
+            _prune_uses(devices, ts, 90 * DAY)
+            recent = sum(1 for u in devices.values() if ts - u[1] < DAY)
+            values["customer_devices_24h"] = recent
+        if "device" in entries and keys["card"] is not None:
+            cards: dict[str, int] = entries["device"].setdefault("cards", {})
+            cards[keys["card"]] = max(ts, cards.get(keys["card"], 0))
+            _prune_times(cards, ts, DAY)
+            values["device_cards_24h"] = len(cards)
+        elif "device" in entries:
+            cards = entries["device"].get("cards", {})
+            values["device_cards_24h"] = sum(1 for t in cards.values() if ts - t < DAY)
+
+        merchant = entries["merchant"]
+        frauds: dict[str, int] = merchant.get("frauds", {})
+        today = ts // DAY
+        for day in [d for d in frauds if today - int(d) >= 30]:
+            del frauds[day]
+        count = sum(n for d, n in frauds.items() if 0 <= today - int(d) < 30)
+        values["merchant_frauds_30d"] = count
+        attempts = values["merchant_count_30d"]
+        values["merchant_fraud_rate_30d"] = min(1.0, count / attempts) if attempts else 0.0
+
+        for entity, entry in entries.items():
+            key = keys[entity]
+            self.state[f"{entity}:{key}"] = entry
+        return values
+
+    def bytes_per_key(self, prefix: str = "customer:") -> float:
+        """Mean JSON size of the state of the keys with this prefix (what one active key costs)."""
+        import orjson
+
+        sizes = [len(orjson.dumps(v)) for k, v in self.state.items() if k.startswith(prefix)]
+        return sum(sizes) / len(sizes) if sizes else 0.0
+
+
+def row_of(tx: Transaction) -> dict[str, Any]:
+    """The transaction's own fields as rules see them, with every feature at its zero value."""
+    values = defaults()
+    values.update(
+        amount=float(tx.amount),
+        currency=tx.currency,
+        method=tx.method.value,
+        channel=tx.channel,
+        status=tx.status.value,
+        error_code=tx.error_code or "",
+        merchant_id=tx.merchant_id,
+        customer_id=tx.customer_id,
+        goods_category=tx.goods_category or "",
+        cross_border=tx.cross_border,
+        card_bin=tx.card_bin or "",
+        card_country=tx.card_country or "",
+        ip_country=tx.ip_country or "",
+        has_card=bool(tx.card_bin and tx.card_last4),
+        has_device=bool(tx.device_id),
+    )
+    local = tx.created_at.astimezone(WIB)
+    values["hour_wib"] = local.hour
+    values["is_night"] = local.hour < 6
+    values["country_mismatch"] = bool(
+        tx.ip_country and tx.card_country and tx.ip_country != tx.card_country
+    )
+    return values
+
+
+def columns(
+    rows: Sequence[dict[str, Any]], names: Iterable[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Rows of values → one typed numpy column per name (what vectorised rules read)."""
+    out: dict[str, np.ndarray] = {}
+    for name in names if names is not None else SCHEMA:
+        kind = SCHEMA[name]
+        zero = ZERO[kind]
+        data = [row.get(name, zero) for row in rows]
+        if kind == "string":
+            out[name] = np.asarray(data, dtype=np.str_) if data else np.empty(0, dtype=np.str_)
+        else:
+            out[name] = np.asarray(data, dtype=DTYPES[kind])
+    return out
+
+
+def utc(at: datetime) -> datetime:
+    """A time in UTC (helper for callers building transactions by hand)."""
+    return at.astimezone(UTC)
+
+
+# What the model reads: every numeric feature, amounts as log1p, plus a few transaction flags.
+_LOG = {n for n, k in FEATURES.items() if k == "double" and "_amount_" in n}
+MODEL_FEATURES: tuple[str, ...] = (
+    "amount",
+    "is_card",
+    "is_ewallet",
+    "failed",
+    "cross_border",
+    "has_card",
+    "has_device",
+    *[n for n, k in FEATURES.items() if k != "string"],
+)
+
+
+def model_matrix(rows: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Feature rows → the model's float matrix (columns in MODEL_FEATURES order)."""
+    out = np.zeros((len(rows), len(MODEL_FEATURES)), dtype=np.float64)
+    if not rows:
+        return out
+    method = [row["method"] for row in rows]
+    for j, name in enumerate(MODEL_FEATURES):
+        if name == "is_card":
+            out[:, j] = [m == "card" for m in method]
+        elif name == "is_ewallet":
+            out[:, j] = [m == "ewallet" for m in method]
+        elif name == "failed":
+            out[:, j] = [row["status"] == "failed" for row in rows]
+        else:
+            out[:, j] = [row[name] for row in rows]
+            if name == "amount" or name in _LOG:
+                out[:, j] = np.log1p(out[:, j])
+    return out
