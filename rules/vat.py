@@ -114,6 +114,7 @@ class VatTable(BaseModel):
     currency: Literal["IDR"] = "IDR"
     rounding: Rounding
     default_category: str
+    aliases: dict[str, str] = Field(default_factory=dict)
     reverse_charge_categories: list[str] = Field(default_factory=list)
     periods: list[Period] = Field(min_length=1)
 
@@ -123,12 +124,21 @@ class VatTable(BaseModel):
         if len(set(dates)) != len(dates):
             raise ValueError("periods: two periods share an effective_from date")
         self.periods.sort(key=lambda p: p.effective_from)
+        names = set(self.periods[0].categories)
         for period in self.periods:
             if self.default_category not in period.categories:
                 raise ValueError(
                     f"periods[{period.effective_from}]: default_category "
                     f"{self.default_category!r} is not in its categories"
                 )
+            if set(period.categories) != names:
+                raise ValueError(
+                    f"periods[{period.effective_from}]: must list the same categories as the "
+                    f"others (differs by {sorted(names ^ set(period.categories))})"
+                )
+        for alias, target in self.aliases.items():
+            if target not in names:
+                raise ValueError(f"aliases.{alias}: {target!r} is not a category")
         return self
 
     def period_for(self, day: date) -> tuple[Period, bool]:
@@ -207,6 +217,8 @@ class VatTagger:
         if before:
             flags.append(BEFORE_TABLE)
         category = tx.goods_category
+        if category is not None:
+            category = table.aliases.get(category, category)
         if category is None:
             flags.append(CATEGORY_MISSING)
             category = table.default_category

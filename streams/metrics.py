@@ -193,6 +193,63 @@ def observe_fraud_batch(decisions: Any, seconds: float) -> None:
 
 
 # ---- callbacks, settlement, balances, VAT -------------------------------------------------------
+# Owned by streams/settlement.py, streams/balances.py and rules/vat.py. Label values: provider
+# (midtrans/xendit/doku/snap/generic), result (trusted/untrusted/duplicate), reason (the bounded
+# streams.callbacks.Reason values), status (settled/pending/failed/refunded), channel, method,
+# mechanism (standard/exempt/reverse_charge). Never merchant or transaction ids.
+CALLBACKS = Counter(
+    "pantau_callbacks_total", "Callbacks received, by provider and result",
+    ["provider", "result"], registry=REGISTRY,
+)
+CALLBACK_VERIFICATION_FAILURES = Counter(
+    "pantau_callback_verification_failures_total",
+    "Untrusted callbacks (dead-lettered, never applied), by provider and reason",
+    ["provider", "reason"], registry=REGISTRY,
+)
+CALLBACK_FACTS = Counter(
+    "pantau_callback_facts_total", "Trusted callbacks forwarded to settlement",
+    ["provider", "status"], registry=REGISTRY,
+)
+SETTLEMENT_DELAY = Histogram(
+    "pantau_settlement_delay_seconds",
+    "Settlement time minus the transaction's created_at, by channel and method",
+    ["channel", "method"], buckets=SETTLEMENT_BUCKETS, registry=REGISTRY,
+)
+SETTLEMENT_DELAY_QUANTILE = Gauge(
+    "pantau_settlement_delay_quantile_seconds",
+    "Settlement delay quantile (0.5, 0.95) over the rule's event-time window",
+    ["channel", "method", "quantile"], registry=REGISTRY,
+)
+CALLBACKS_MISSING = Counter(
+    "pantau_callbacks_missing_total",
+    "Transactions without a final callback past their method's deadline",
+    ["channel", "method"], registry=REGISTRY,
+)
+CALLBACKS_UNMATCHED = Counter(
+    "pantau_callbacks_unmatched_total",
+    "Trusted callbacks whose transaction never arrived within the wait (bounded in count and time)",
+    ["provider"], registry=REGISTRY,
+)
+SETTLEMENT_AWAITING = Gauge(
+    "pantau_settlement_awaiting_transactions",
+    "Transactions waiting for their final callback (this worker's partitions)", registry=REGISTRY,
+)
+LOW_BALANCE_MERCHANTS = Gauge(
+    "pantau_low_balance_merchants", "Merchants whose deposit balance is below their threshold",
+    registry=REGISTRY,
+)
+BALANCE_SNAPSHOTS = Counter(
+    "pantau_balance_snapshots_total", "Balance snapshots processed (stale ones ignored)",
+    ["result"], registry=REGISTRY,
+)
+VAT_TAGGED = Counter(
+    "pantau_vat_tagged_total", "Successful transactions tagged with VAT, by mechanism",
+    ["mechanism"], registry=REGISTRY,
+)
+VAT_FLAGGED = Counter(
+    "pantau_vat_flagged_total", "VAT tags carrying a flag (unknown category…), by flag",
+    ["flag"], registry=REGISTRY,
+)
 
 
 def reason_class(reason: str) -> str:

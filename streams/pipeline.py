@@ -78,15 +78,19 @@ def build_stages(settings: Settings) -> list[Stage]:
     from streams.fraud import build_fraud
 
     scorer, fraud_stages = build_fraud(settings)
+    # callbacks, settlement, balances, VAT (issue 5)
+    from streams.settlement import build_settlement
+
+    vat, settlement_feed, settlement_stages = build_settlement(settings)
     payments = PaymentsStage(
         topics,
         fraud=scorer,
-        vat=None,
-        observers=[],
+        vat=vat,
+        observers=[settlement_feed],
         max_bytes=settings.max_message_bytes,
         lateness=lateness,
     )
-    return [payments, *fraud_stages]
+    return [payments, *fraud_stages, *settlement_stages]
 
 
 def build_pipeline(settings: Settings | None = None) -> Pipeline:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from models.common import iso_utc
 from models.inputs import Callback, Transaction
 from models.outputs import Severity
+from rules.vat import VatTagger
 from streams import metrics
 from streams.alerts import AlertTracker
 from streams.callbacks import FINAL_STATUSES, CallbackVerifier, FactStatus, Untrusted
@@ -87,20 +88,26 @@ class BalanceRules(_Strict):
         return self.merchants.get(merchant_id, self.default_threshold)
 
 
+def _default_deadlines() -> dict[str, float | None]:
+    return {"default": 86_400.0}
+
+
 class SettlementRules(_Strict):
     """rules/settlement.yaml."""
 
     version: str = "settlement-default"
-    deadlines_s: dict[str, float] = Field(default_factory=lambda: {"default": 86_400.0})
+    # Per method; null: that method gets no settlement callback, so none is awaited.
+    deadlines_s: dict[str, float | None] = Field(default_factory=lambda: _default_deadlines())
     early_callbacks: EarlyCallbacks = Field(default_factory=EarlyCallbacks)
     duplicates: Duplicates = Field(default_factory=Duplicates)
     alerts: SettlementAlerts = Field(default_factory=SettlementAlerts)
     balances: BalanceRules = Field(default_factory=BalanceRules)
 
-    def deadline_for(self, method: str) -> timedelta:
-        """How long a transaction of this method may wait for its final callback."""
+    def deadline_for(self, method: str) -> timedelta | None:
+        """How long a transaction of this method may wait for its final callback (None: no
+        callback is expected for it)."""
         seconds = self.deadlines_s.get(method, self.deadlines_s.get("default", 86_400.0))
-        return timedelta(seconds=seconds)
+        return None if seconds is None else timedelta(seconds=seconds)
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -414,7 +421,10 @@ class SettlementStage(Stage):
         if tx_id in self.recent:
             return  # already final (or missed): a retry or redelivery changes nothing
         method = str(value.get("method"))
-        deadline = _epoch(created + self.rules.deadline_for(method))
+        allowed = self.rules.deadline_for(method)
+        if allowed is None:
+            return  # this method gets no settlement callback
+        deadline = _epoch(created + allowed)
         entry: dict[str, Any] = {
             "created_at": _epoch(created),
             "channel": str(value.get("channel")),
@@ -591,3 +601,27 @@ def build_verifier(settings: Settings) -> CallbackVerifier:
         allowlists=settings.callback_allowlists,
         tolerance=timedelta(seconds=settings.callback_tolerance_s),
     )
+
+
+def build_settlement(settings: Settings) -> tuple[VatTagger, SettlementFeed, list[Stage]]:
+    """What build_stages needs from this issue: the VAT tagger and the settlement feed for the
+    payments stage, and the callbacks, settlement and balances stages."""
+    from streams.balances import BalancesStage, load_balance_rules
+
+    topics = settings.topics
+    lateness = timedelta(seconds=settings.allowed_lateness_s)
+    rules = load_settlement_rules()
+    stages: list[Stage] = [
+        CallbacksStage(
+            topics,
+            build_verifier(settings),
+            rules,
+            max_bytes=settings.max_message_bytes,
+            lateness=lateness,
+        ),
+        SettlementStage(topics, rules, lateness=lateness),
+        BalancesStage(
+            topics, load_balance_rules(), max_bytes=settings.max_message_bytes, lateness=lateness
+        ),
+    ]
+    return VatTagger(), SettlementFeed(topics), stages
