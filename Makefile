@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint typecheck check schemas dashboards model bench clean
+.PHONY: setup demo test test-fast lint typecheck check schemas dashboards model bench clean promtool
 
 setup: $(STAMP)
 
@@ -18,11 +18,20 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/pantau demo $(DEMO_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) promtool
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) promtool
 	$(BIN)/python -m pytest -q -m "not integration and not slow" $(PYTEST_ARGS)
+
+# promtool checks and unit-tests the alert rules; Debian's `prometheus` package provides it.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing promtool (Debian package prometheus)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; \
+	}
 
 lint: $(STAMP)
 	$(BIN)/ruff check streams models rules dashboards tests bench examples
