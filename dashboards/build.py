@@ -11,7 +11,7 @@ import yaml
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from dashboards import channel, common, overview, pipeline
+from dashboards import channel, common, overview, pipeline, risk, settlement
 
 GENERATED = Path(__file__).parent / "generated"
 
@@ -19,6 +19,8 @@ GENERATED = Path(__file__).parent / "generated"
 BOARDS: dict[str, Callable[[], db.Dashboard]] = {
     "overview": overview.build,
     "channel": channel.build,
+    "settlement": settlement.build,
+    "risk": risk.build,
     "pipeline": pipeline.build,
 }
 

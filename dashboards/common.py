@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from grafana_foundation_sdk.builders import bargauge, statetimeline, timeseries
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import prometheus as prom
 from grafana_foundation_sdk.builders import stat as stat_panel
-from grafana_foundation_sdk.builders import statetimeline, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import common as common_models
 from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import prometheus as prom_models
 from grafana_foundation_sdk.models.common import DataSourceRef
 
 # ---- where the data comes from ---------------------------------------------------------------
@@ -125,6 +126,15 @@ def query(expr: str, legend: str = "", ref: str = "A") -> prom.Dataquery:
     return target
 
 
+def distribution_query(expr: str, ref: str = "A") -> prom.Dataquery:
+    """A histogram's buckets (`sum by (le)`) as one instant distribution over the time range."""
+    return (
+        query(expr, "{{le}}", ref)
+        .format(prom_models.PromQueryFormat.HEATMAP)
+        .instant()
+    )
+
+
 def targets(*queries: tuple[str, str]) -> list[prom.Dataquery]:
     """Queries from (expr, legend) pairs, with refs A, B, C…"""
     return [query(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(queries)]
@@ -214,6 +224,31 @@ def stat(
             else common_models.BigValueColorMode.VALUE
         )
         .graph_mode(common_models.BigValueGraphMode.AREA)
+    )
+
+
+def bar_gauge(
+    title: str,
+    description: str,
+    unit: str,
+    queries: Sequence[prom.Dataquery],
+    *,
+    width: int = HALF,
+) -> bargauge.Panel:
+    """Bars, one per series (e.g. one per histogram bucket or per rule)."""
+    return (
+        bargauge.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .targets(list(queries))
+        .span(width)
+        .height(HEIGHT)
+        .orientation(common_models.VizOrientation.HORIZONTAL)
+        .display_mode(common_models.BarGaugeDisplayMode.GRADIENT)
+        .thresholds(threshold_steps(None))
+        .min(0)
     )
 
 

@@ -114,6 +114,17 @@ def test_thresholds_mirror_the_rules_folder() -> None:
     assert f"> {latency_s}" in alerts["PantauLatencyHigh"]["expr"]
     assert f"> {health['alerts']['deadletter_rate']}" in alerts["PantauDeadLetterRateHigh"]["expr"]
 
+    settlement = yaml.safe_load((ROOT / "rules" / "settlement.yaml").read_text(encoding="utf-8"))
+    rules = settlement["alerts"]
+    delay = alerts["PantauSettlementDelayHigh"]["expr"]
+    assert f"> {rules['settlement_delay_high']['p95_s']:.0f}" in delay
+    missing = alerts["PantauCallbacksMissing"]["expr"]
+    assert f"[{rules['callbacks_missing']['window_s'] // 3600}h]" in missing
+    assert f"> {rules['callbacks_missing']['threshold']}" in missing
+    forged = alerts["PantauCallbackSignatureFailures"]["expr"]
+    assert f"[{rules['callback_signature_failures']['window_s'] // 60}m]" in forged
+    assert f"> {rules['callback_signature_failures']['threshold']}" in forged
+
 
 def test_burn_rate_alerts_follow_the_sre_workbook() -> None:
     alerts = _alerts()
