@@ -441,11 +441,8 @@ def verify_midtrans(
     given = body.get("signature_key")
     if not isinstance(given, str) or not given:
         raise Untrusted(Reason.MISSING_SIGNATURE, "signature_key")
-    fields = [body.get(k) for k in ("order_id", "status_code", "gross_amount")]
-    order_id, status_code, gross_amount = ("" if v is None else str(v) for v in fields)
     for secret in secrets:
-        expected = sig.midtrans_signature(order_id, status_code, gross_amount, secret)
-        if _same(expected, given.lower()):
+        if _same(sig.midtrans_body_signature(body, secret), given.lower()):
             return None
     raise Untrusted(Reason.SIGNATURE_MISMATCH)
 

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -51,6 +52,28 @@ def midtrans_signature(order_id: str, status_code: str, gross_amount: str, serve
     """signature_key = lowercase hex SHA512(order_id + status_code + gross_amount + server key)."""
     data = f"{order_id}{status_code}{gross_amount}{server_key}"
     return hashlib.sha512(data.encode("utf-8")).hexdigest()
+
+
+def midtrans_field(value: Any) -> str:
+    """A signed field as text, the same whichever side reads it: strings as sent (Midtrans sends
+    strings), numbers by their decimal value, anything else (absent, null, objects) as ""."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value).lower()
+    if isinstance(value, int | float | Decimal):
+        return str(Decimal(str(value)))
+    return ""
+
+
+def midtrans_body_signature(body: dict[str, Any], server_key: str) -> str:
+    """The signature_key a Midtrans notification body should carry."""
+    return midtrans_signature(
+        midtrans_field(body.get("order_id")),
+        midtrans_field(body.get("status_code")),
+        midtrans_field(body.get("gross_amount")),
+        server_key,
+    )
 
 
 # ---- xendit -----------------------------------------------------------------------------------
@@ -276,12 +299,7 @@ def build_callback(
     headers: dict[str, str] = {"content-type": "application/json"}
     body = dict(body)
     if provider == "midtrans":
-        body["signature_key"] = midtrans_signature(
-            str(body.get("order_id", "")),
-            str(body.get("status_code", "")),
-            str(body.get("gross_amount", "")),
-            secret,
-        )
+        body["signature_key"] = midtrans_body_signature(body, secret)
         text = _dumps(body)
     elif provider == "xendit":
         text = _dumps(body)
