@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -120,7 +121,7 @@ def create_app(
         else:
             _add_agent(app, settings, runner)
     for reader in runtime.broadcasts:
-        app.task(_broadcast_task(reader), name=f"broadcast-{reader.runner.stage.name}")
+        app.task(_broadcast_task(reader))
 
     @app.timer(interval=TICK_INTERVAL_S, name="pantau-tick")
     async def tick() -> None:
@@ -139,8 +140,18 @@ def create_app(
 
 def _broadcast_task(reader: BroadcastReader) -> Any:
     async def run() -> None:
-        await reader.run()
+        while True:
+            try:
+                await reader.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Read again from the beginning: a broadcast stage keeps the latest per key.
+                log.exception("broadcast reader of %s failed; restarting", reader.runner.stage.name)
+                await asyncio.sleep(2.0)
 
+    run.__name__ = run.__qualname__ = f"broadcast_{reader.runner.stage.name}"
     return run
 
 

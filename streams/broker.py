@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import os
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable
@@ -24,6 +28,14 @@ STOP_TIMEOUT_S = 5.0
 
 class BrokerError(RuntimeError):
     """The embedded broker could not be started or did not answer."""
+
+
+def die_with_parent() -> None:
+    """In a child process: get SIGTERM when the parent dies without cleaning up (Linux only)."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -219,6 +231,7 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
+            preexec_fn=die_with_parent,
         )
         time.sleep(0.05)
         if self.process.poll() is not None:
