@@ -29,3 +29,6 @@ class BatchObserver(Protocol):
     def observe(self, transactions: Sequence[Transaction]) -> list[Out]: ...
 
     def flush(self) -> list[Out]: ...
+
+    # Optional: `rejected(count) -> list[Out]` is called with the number of records of a batch
+    # that were dead-lettered (health counts the dead-letter rate); observers may leave it out.

@@ -42,14 +42,21 @@ class PaymentsStage(Stage):
     def process(self, records: Sequence[Record]) -> list[Out]:
         out: list[Out] = []
         valid: list[Transaction] = []
+        rejected = 0
         for record in records:
             event, letter = self.decoder.decode(record)
             if letter is not None:
                 out.append(letter)
+                rejected += 1
             else:
                 assert isinstance(event, Transaction)
                 valid.append(event)
                 self.clock.observe(event.created_at)
+        if rejected:  # observers may count dead letters (health: the dead-letter rate alert)
+            for observer in self.observers:
+                hook = getattr(observer, "rejected", None)
+                if hook is not None:
+                    out.extend(hook(rejected))
         if not valid:
             return out
         decisions = self.fraud.score(valid) if self.fraud is not None else [None] * len(valid)

@@ -82,15 +82,22 @@ def build_stages(settings: Settings) -> list[Stage]:
     from streams.settlement import build_settlement
 
     vat, settlement_feed, settlement_stages = build_settlement(settings)
+    # health (issue 3): pre-aggregates in payments (per worker), merged per channel by "health"
+    from rules.health import load_health_rules
+    from streams.health import HealthObserver, HealthStage
+
+    health_rules = load_health_rules()  # a bad rules/health.yaml raises naming file and line
+    health_observer = HealthObserver(topics, health_rules)
+    health = HealthStage(topics, health_rules, lateness=lateness)
     payments = PaymentsStage(
         topics,
         fraud=scorer,
         vat=vat,
-        observers=[settlement_feed],
+        observers=[settlement_feed, health_observer],
         max_bytes=settings.max_message_bytes,
         lateness=lateness,
     )
-    return [payments, *fraud_stages, *settlement_stages]
+    return [payments, *fraud_stages, *settlement_stages, health]
 
 
 def build_pipeline(settings: Settings | None = None) -> Pipeline:

@@ -1,0 +1,727 @@
+"""Channel health: per-partition pre-aggregates, merged per channel into windows, failover, alerts.
+
+Two halves, one per side of the `pantau.health-deltas` topic (keyed by channel):
+
+- `HealthObserver` sits in the payments stage (which is keyed by customer, so one channel's traffic
+  is spread over every partition and worker). It classifies each attempt, drops redeliveries, and
+  sends, per micro-batch, one delta per (channel, method, 10 s event-time bucket) it touched:
+  counts, a sparse latency histogram (fixed log-spaced bins, so histograms add up), the latest
+  non-failing attempt's time and the provider failures after it. A `*` delta carries the records
+  and dead letters of payments.transactions.
+- `HealthStage` ("health") consumes the deltas. The topic is keyed by channel, so one worker owns
+  a channel and sees every delta of it, from every partition. It merges them into 10 s buckets
+  (an hour of them), and each time its watermark (the latest event time the observers reported,
+  minus the allowed lateness) passes a bucket boundary it evaluates every active channel: the 1 min,
+  5 min and 1 h windows, the consecutive provider failures, the failover state machine
+  (rules/failover.py), the alerts, and a ChannelHealth snapshot on channel.health. Evaluation only
+  ever reads closed buckets, so replay and live agree.
+
+Consecutive provider failures, across partitions: the provider failures since the latest
+non-failing attempt (success, pending, decline or merchant error), by event time. Within a bucket
+that is exact (deltas carry the time of their latest non-failure and the times of the failures
+after it, and the merge keeps the failures after the bucket's latest non-failure); buckets without
+a non-failure add all their provider failures and the walk goes on to the previous bucket.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from collections import deque
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import orjson
+
+from models.common import iso_utc
+from models.inputs import Transaction
+from models.outputs import (
+    ChannelHealth,
+    ChannelState,
+    FailoverSignal,
+    Severity,
+    WindowStats,
+)
+from rules.failover import MachineState, Observation, Transition, step
+from rules.health import HealthRules, load_health_rules
+from rules.taxonomy import NO_ERROR, ErrorClass
+from streams import metrics
+from streams.alerts import AlertTracker
+from streams.core import EventClock, Out, Record, Stage
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+BUCKET_MS = 10_000
+RING = 360  # one hour of 10 s buckets
+WINDOWS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000}
+RECORDS_KEY = "*"  # the deltas key of the records / dead-letters counts (never a channel name)
+MAX_FAILS_PER_DELTA = 64
+DEDUP_SIZE = 100_000
+
+# Latency histogram: 20 bins per decade from 1 ms to 100 s (≤ 6% relative error on a quantile),
+# plus [0, 1 ms) and [100 s, ∞).
+EDGES_MS: tuple[float, ...] = tuple(10 ** (k / 20) for k in range(0, 101))
+NBINS = len(EDGES_MS) + 1
+
+# Counter columns of a bucket row, then the histogram bins.
+ATTEMPTS, SUCCESSES, PENDING, PROVIDER, DECLINED, MERCHANT, UNKNOWN = range(7)
+NCOUNTS = 7
+_CLASS_COLUMN = {
+    ErrorClass.PROVIDER: PROVIDER,
+    ErrorClass.DECLINED: DECLINED,
+    ErrorClass.MERCHANT: MERCHANT,
+    ErrorClass.UNKNOWN: UNKNOWN,
+}
+
+
+def latency_bin(latency_ms: float) -> int:
+    """The histogram bin of a latency."""
+    return bisect.bisect_right(EDGES_MS, latency_ms)
+
+
+def quantile(hist: Sequence[int] | np.ndarray, q: float) -> float | None:
+    """A latency quantile (ms) from histogram counts: geometric interpolation inside the bin."""
+    total = int(sum(hist)) if not isinstance(hist, np.ndarray) else int(hist.sum())
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for i, n in enumerate(hist):
+        n = int(n)
+        if n and seen + n >= rank:
+            frac = (rank - seen) / n
+            if i == 0:
+                return EDGES_MS[0] * frac
+            lo = EDGES_MS[i - 1]
+            if i >= len(EDGES_MS):
+                return lo
+            hi = EDGES_MS[i]
+            return float(lo * (hi / lo) ** frac)
+        seen += n
+    return EDGES_MS[-1]
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def _dt(ms: float) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+# ---- the observer, in the payments stage ---------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pending:
+    counts: list[int] = field(default_factory=lambda: [0] * NCOUNTS)
+    latency: dict[int, int] = field(default_factory=dict)
+    last_ok: int | None = None
+    fails: list[int] = field(default_factory=list)
+
+
+class HealthObserver:
+    """Pre-aggregates this worker's share of every channel into 10 s deltas (a BatchObserver).
+
+    Redeliveries: an attempt is identified by (transaction_id, created_at, status); the last
+    `dedup_size` identities this observer saw are remembered, and a repeat is left out of the
+    windows (and counted in pantau_duplicate_attempts_total). A retry is a new attempt (a later
+    created_at), so it counts. A redelivery that lands on another worker after a rebalance is not
+    caught.
+    """
+
+    def __init__(
+        self, topics: Topics, rules: HealthRules | None = None, dedup_size: int = DEDUP_SIZE
+    ) -> None:
+        self.topic = topics.health_deltas
+        self.rules = rules or load_health_rules()
+        self.classify = self.rules.classifier.error_class
+        self.clock = EventClock()
+        self._seen: set[int] = set()
+        self._order: deque[int] = deque()
+        self._dedup_size = dedup_size
+        self._records: dict[int, list[int]] = {}  # bucket → [records, dead letters]
+
+    def _duplicate(self, tx: Transaction, at_ms: int) -> bool:
+        ident = hash((tx.transaction_id, at_ms, tx.status.value))
+        if ident in self._seen:
+            return True
+        self._seen.add(ident)
+        self._order.append(ident)
+        if len(self._order) > self._dedup_size:
+            self._seen.discard(self._order.popleft())
+        return False
+
+    def observe(self, transactions: Sequence[Transaction]) -> list[Out]:
+        pending: dict[tuple[str, str, int], _Pending] = {}
+        for tx in transactions:
+            at_ms = _ms(tx.created_at)
+            self.clock.observe(tx.created_at)
+            bucket = at_ms - at_ms % BUCKET_MS
+            rec = self._records.setdefault(bucket, [0, 0])
+            rec[0] += 1
+            if self._duplicate(tx, at_ms):
+                metrics.DUPLICATE_ATTEMPTS.inc()
+                continue
+            status = tx.status.value
+            method = tx.method.value
+            cls = self.classify(status, tx.error_code)
+            metrics.child(
+                metrics.TRANSACTIONS, tx.channel, method, status, cls.value if cls else NO_ERROR
+            ).inc()
+            key = (tx.channel, method, bucket)
+            agg = pending.get(key)
+            if agg is None:
+                agg = pending[key] = _Pending()
+            counts = agg.counts
+            counts[ATTEMPTS] += 1
+            if cls is None:
+                counts[SUCCESSES if status == "success" else PENDING] += 1
+            else:
+                counts[_CLASS_COLUMN[cls]] += 1
+            if cls is ErrorClass.PROVIDER:
+                agg.fails.append(at_ms)
+            elif cls is not ErrorClass.UNKNOWN and (agg.last_ok is None or at_ms > agg.last_ok):
+                agg.last_ok = at_ms  # the provider answered: a run of failures ends here
+            if tx.latency_ms is not None:
+                b = latency_bin(tx.latency_ms)
+                agg.latency[b] = agg.latency.get(b, 0) + 1
+                metrics.child(metrics.ATTEMPT_LATENCY, tx.channel, method).observe(
+                    tx.latency_ms / 1000
+                )
+        latest = _ms(self.clock.latest)
+        out = [self._delta(key, agg, latest) for key, agg in pending.items()]
+        out.extend(self._records_deltas(latest))
+        return out
+
+    def rejected(self, count: int) -> list[Out]:
+        """The payments stage dead-lettered `count` records of this batch (optional hook)."""
+        if count <= 0 or not self.clock.started:
+            return []
+        latest = _ms(self.clock.latest)
+        bucket = latest - latest % BUCKET_MS
+        rec = self._records.setdefault(bucket, [0, 0])
+        rec[0] += count
+        rec[1] += count
+        return self._records_deltas(latest)
+
+    def flush(self) -> list[Out]:
+        """Everything is sent with the batch that produced it; nothing waits here."""
+        return []
+
+    def _delta(self, key: tuple[str, str, int], agg: _Pending, latest: int) -> Out:
+        channel, method, bucket = key
+        fails = agg.fails
+        if agg.last_ok is not None:
+            last_ok = agg.last_ok
+            fails = [f for f in fails if f > last_ok]
+        fails.sort()
+        more = max(0, len(fails) - MAX_FAILS_PER_DELTA)
+        value = {
+            "kind": "channel",
+            "channel": channel,
+            "method": method,
+            "bucket": bucket,
+            "latest": latest,
+            "n": agg.counts,
+            "lat": sorted(agg.latency.items()),
+            "last_ok": agg.last_ok,
+            "fails": fails[more:],
+        }
+        return Out(self.topic, channel, value)
+
+    def _records_deltas(self, latest: int) -> list[Out]:
+        out = [
+            Out(
+                self.topic,
+                RECORDS_KEY,
+                {"kind": "records", "bucket": b, "latest": latest, "records": r, "dead": d},
+            )
+            for b, (r, d) in sorted(self._records.items())
+        ]
+        self._records.clear()
+        return out
+
+
+# ---- the health stage ----------------------------------------------------------------------------
+
+
+class _Ring:
+    """An hour of 10 s buckets: counts and latency bins per bucket, summed over any range."""
+
+    __slots__ = ("rows", "starts")
+
+    def __init__(self) -> None:
+        self.rows = np.zeros((RING, NCOUNTS + NBINS), dtype=np.int64)
+        self.starts = np.full(RING, -1, dtype=np.int64)
+
+    def slot(self, bucket: int) -> int | None:
+        i = (bucket // BUCKET_MS) % RING
+        start = int(self.starts[i])
+        if start == bucket:
+            return i
+        if start > bucket:
+            return None  # older than an hour behind what this slot holds now: dropped
+        self.rows[i] = 0
+        self.starts[i] = bucket
+        return i
+
+    def add(self, bucket: int, counts: Sequence[int], latency: Sequence[Sequence[int]]) -> bool:
+        i = self.slot(bucket)
+        if i is None:
+            return False
+        row = self.rows[i]
+        n = min(len(counts), NCOUNTS)
+        row[:n] += np.asarray(counts[:n], dtype=np.int64)
+        for b, n in latency:
+            row[NCOUNTS + int(b)] += int(n)
+        return True
+
+    def total(self, lo: int, hi: int) -> np.ndarray:
+        mask = (self.starts >= lo) & (self.starts < hi)
+        return np.asarray(self.rows[mask].sum(axis=0))
+
+    def provider_errors(self, bucket: int) -> int:
+        i = (bucket // BUCKET_MS) % RING
+        return int(self.rows[i, PROVIDER]) if int(self.starts[i]) == bucket else 0
+
+
+def window_stats(row: np.ndarray) -> WindowStats:
+    """WindowStats from a summed bucket row."""
+    attempts = int(row[ATTEMPTS])
+    hist = row[NCOUNTS:]
+    return WindowStats(
+        attempts=attempts,
+        successes=int(row[SUCCESSES]),
+        provider_errors=int(row[PROVIDER]),
+        declines=int(row[DECLINED]),
+        merchant_errors=int(row[MERCHANT]),
+        unknown_errors=int(row[UNKNOWN]),
+        provider_error_rate=round(int(row[PROVIDER]) / attempts, 6) if attempts else 0.0,
+        decline_rate=round(int(row[DECLINED]) / attempts, 6) if attempts else 0.0,
+        latency_p50_ms=_round(quantile(hist, 0.50)),
+        latency_p95_ms=_round(quantile(hist, 0.95)),
+        latency_p99_ms=_round(quantile(hist, 0.99)),
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+@dataclass
+class _Channel:
+    ring: _Ring = field(default_factory=_Ring)
+    methods: dict[str, _Ring] = field(default_factory=dict)
+    # bucket → [latest non-failure (ms) or None, provider failure times after it]
+    runs: dict[int, list[Any]] = field(default_factory=dict)
+    first_bucket: int = -1
+    last_bucket: int = -1
+
+
+@dataclass
+class _Eval:
+    channel: str
+    method: str | None
+    windows: dict[str, WindowStats]
+    obs: Observation
+    samples_5m: int = 0
+
+
+class HealthStage(Stage):
+    """Merges health deltas per channel; windows, failover signals, snapshots and alerts."""
+
+    name = "health"
+
+    def __init__(
+        self,
+        topics: Topics,
+        rules: HealthRules | None = None,
+        *,
+        lateness: timedelta = timedelta(seconds=30),
+        machines: MutableMapping[str, Any] | None = None,
+        alert_state: MutableMapping[str, Any] | None = None,
+    ) -> None:
+        self.topics = topics
+        self.rules = rules or load_health_rules()
+        self.clock = EventClock(lateness=lateness)
+        self.channels: dict[str, _Channel] = {}
+        self.records = _Ring()
+        # channel → MachineState as a dict (pass a Faust table live; a dict in replay)
+        self.machines: MutableMapping[str, Any] = machines if machines is not None else {}
+        self.alerts = AlertTracker(topics.alerts, alert_state)
+        self.next_eval: int | None = None
+        self.snapshots: dict[str, dict[str, Any]] = {}
+        self.last_signal: dict[str, dict[str, Any]] = {}
+        self.methods_seen: dict[str, dict[str, Any]] = {}
+
+    @property
+    def consumes(self) -> tuple[str, ...]:
+        return (self.topics.health_deltas,)
+
+    # -- input -------------------------------------------------------------------------------------
+
+    def process(self, records: Sequence[Record]) -> list[Out]:
+        latest = 0
+        for record in records:
+            try:
+                delta = orjson.loads(record.value)
+                latest = max(latest, int(delta["latest"]))
+                self._merge(delta)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+                # An internal topic only our observers write: a bad delta is a bug, not input.
+                log.warning("health: unusable delta at offset %s: %r", record.offset, exc)
+        if latest:
+            self.clock.observe(_dt(latest))
+            if self.next_eval is None:
+                first = min(
+                    (c.first_bucket for c in self.channels.values() if c.first_bucket >= 0),
+                    default=latest - latest % BUCKET_MS,
+                )
+                self.next_eval = first + BUCKET_MS
+        return self.tick()
+
+    def _merge(self, delta: dict[str, Any]) -> None:
+        bucket = int(delta["bucket"])
+        if delta.get("kind") == "records":
+            self.records.add(bucket, [int(delta["records"]), int(delta["dead"])], ())
+            return
+        channel = str(delta["channel"])
+        method = str(delta["method"])
+        ch = self.channels.get(channel)
+        if ch is None:
+            ch = self.channels[channel] = _Channel()
+        counts = delta["n"]
+        if not ch.ring.add(bucket, counts, delta["lat"]):
+            return  # more than an hour late
+        ring = ch.methods.get(method)
+        if ring is None:
+            ring = ch.methods[method] = _Ring()
+        ring.add(bucket, counts, delta["lat"])
+        ch.last_bucket = max(ch.last_bucket, bucket)
+        if ch.first_bucket < 0 or bucket < ch.first_bucket:
+            ch.first_bucket = bucket
+        last_ok = delta.get("last_ok")
+        fails = delta.get("fails") or []
+        if last_ok is None and not fails:
+            return
+        run = ch.runs.get(bucket)
+        if run is None:
+            run = ch.runs[bucket] = [None, []]
+        if last_ok is not None and (run[0] is None or last_ok > run[0]):
+            run[0] = int(last_ok)
+        merged = run[1] + [int(f) for f in fails]
+        if run[0] is not None:
+            merged = [f for f in merged if f > run[0]]
+        run[1] = sorted(merged)[-MAX_FAILS_PER_DELTA:]
+
+    # -- evaluation --------------------------------------------------------------------------------
+
+    def tick(self) -> list[Out]:
+        if self.next_eval is None or not self.clock.started:
+            return []
+        return self._evaluate_until(_ms(self.clock.watermark))
+
+    def close(self) -> list[Out]:
+        """End of a replay: every bucket up to the latest event time is due."""
+        if self.next_eval is None or not self.clock.started:
+            return []
+        latest = _ms(self.clock.latest)
+        return self._evaluate_until(latest - latest % BUCKET_MS + BUCKET_MS)
+
+    def _evaluate_until(self, watermark: int) -> list[Out]:
+        out: list[Out] = []
+        assert self.next_eval is not None
+        if watermark - self.next_eval > WINDOWS["1h"]:  # a long gap: nothing left to judge there
+            self.next_eval = watermark - watermark % BUCKET_MS - WINDOWS["1h"]
+        while self.next_eval <= watermark:
+            out.extend(self._evaluate(self.next_eval))
+            self.next_eval += BUCKET_MS
+        return out
+
+    def _consecutive(self, ch: _Channel, boundary: int) -> int:
+        count = 0
+        bucket = boundary - BUCKET_MS
+        oldest = boundary - WINDOWS["1h"]
+        while bucket >= oldest:
+            run = ch.runs.get(bucket)
+            if run is not None and run[0] is not None:
+                return count + len(run[1])
+            count += ch.ring.provider_errors(bucket)
+            bucket -= BUCKET_MS
+        return count
+
+    def _measure(self, channel: str, ch: _Channel, boundary: int, st: MachineState) -> _Eval:
+        th = self.rules.for_channel(channel)
+        rows = {
+            name: ch.ring.total(boundary - length, boundary) for name, length in WINDOWS.items()
+        }
+        windows = {name: window_stats(row) for name, row in rows.items()}
+        rate_window = int(th.error_rate_window_s * 1000)
+        lo = max(boundary - rate_window, int(st.evidence_from * 1000))
+        rate_row = rows["5m"] if lo == boundary - WINDOWS["5m"] else ch.ring.total(lo, boundary)
+        one = rows["1m"]
+        method = None
+        if ch.methods:
+            method = max(
+                ch.methods,
+                key=lambda m: int(ch.methods[m].total(boundary - 3_600_000, boundary)[0]),
+            )
+        obs = Observation(
+            at=boundary / 1000,
+            attempts=int(rate_row[ATTEMPTS]),
+            provider_errors=int(rate_row[PROVIDER]),
+            consecutive_failures=self._consecutive(ch, boundary),
+            attempts_1m=int(one[ATTEMPTS]),
+            provider_errors_1m=int(one[PROVIDER]),
+            latency_p95_1m_ms=windows["1m"].latency_p95_ms,
+            latency_samples_1m=int(one[NCOUNTS:].sum()),
+            latency_p95_ms=windows["5m"].latency_p95_ms,
+        )
+        return _Eval(channel, method, windows, obs, int(rows["5m"][NCOUNTS:].sum()))
+
+    def _machine(self, channel: str, boundary: int) -> MachineState:
+        data = self.machines.get(channel)
+        if data is None:
+            return MachineState(since=boundary / 1000)
+        return MachineState.from_dict(dict(data))
+
+    def _evaluate(self, boundary: int) -> list[Out]:
+        out: list[Out] = []
+        at = _dt(boundary)
+        evals: list[tuple[_Eval, MachineState]] = []
+        for channel, ch in self.channels.items():
+            st = self._machine(channel, boundary)
+            if ch.first_bucket < 0 or ch.first_bucket >= boundary:
+                continue  # nothing of this channel is closed yet
+            active = ch.last_bucket >= boundary - WINDOWS["1h"]
+            if not active and st.state == ChannelState.HEALTHY.value:
+                continue  # quiet for an hour and healthy: nothing to say
+            evals.append((self._measure(channel, ch, boundary, st), st))
+            self._prune(ch, boundary)
+        by_channel = {e.channel: e for e, _ in evals}
+        for ev, st in evals:
+            th = self.rules.for_channel(ev.channel)
+            new, tr = step(st, ev.obs, th)
+            self.machines[ev.channel] = new.to_dict()
+            if tr is not None:
+                out.append(self._signal(ev, tr, by_channel))
+            out.extend(self._channel_alerts(ev, new, at))
+            snapshot = ChannelHealth(
+                channel=ev.channel,
+                method=ev.method,
+                state=ChannelState(new.state),
+                since=_dt(new.since * 1000),
+                consecutive_provider_failures=ev.obs.consecutive_failures,
+                windows=ev.windows,
+                at=at,
+            )
+            health = Out.of(self.topics.health, ev.channel, snapshot)
+            out.append(health)
+            self.snapshots[ev.channel] = health.value
+            self._export(ev, new)
+        out.extend(self._deadletter_alert(boundary, at))
+        for o in out:
+            if o.topic == self.topics.alerts:
+                metrics.child(
+                    metrics.ALERT_NOTIFICATIONS, o.value["alert"], o.value["status"]
+                ).inc()
+        if any(o.topic == self.topics.alerts for o in out):
+            firing: dict[str, int] = {}
+            for alert in self.alerts.firing():
+                firing[alert["alert"]] = firing.get(alert["alert"], 0) + 1
+            for name in ALERT_NAMES:
+                metrics.child(metrics.ALERTS_FIRING, name).set(firing.get(name, 0))
+        return out
+
+    def _prune(self, ch: _Channel, boundary: int) -> None:
+        oldest = boundary - WINDOWS["1h"]
+        if len(ch.runs) > RING:
+            for bucket in [b for b in ch.runs if b < oldest]:
+                del ch.runs[bucket]
+
+    def alternatives(self, ev: _Eval, by_channel: dict[str, _Eval]) -> list[str]:
+        """Healthy channels of the same method that this worker sees, best first."""
+        ranked = []
+        for other in by_channel.values():
+            if other.channel == ev.channel or other.method != ev.method:
+                continue
+            data = self.machines.get(other.channel)
+            if data is not None and data["state"] != ChannelState.HEALTHY.value:
+                continue
+            w = other.windows["5m"]
+            if w.attempts == 0:
+                continue
+            p95 = w.latency_p95_ms if w.latency_p95_ms is not None else math.inf
+            ranked.append((w.provider_error_rate, p95, -w.attempts, other.channel))
+        return [name for *_, name in sorted(ranked)]
+
+    def _signal(self, ev: _Eval, tr: Transition, by_channel: dict[str, _Eval]) -> Out:
+        signal = FailoverSignal(
+            channel=ev.channel,
+            method=ev.method,
+            action=tr.action,
+            state=tr.state,
+            reason=tr.reason,
+            figures=tr.figures,
+            alternatives=self.alternatives(ev, by_channel),
+            probe_ratio=tr.probe_ratio,
+            at=_dt(tr.at * 1000),
+            since=_dt(tr.since * 1000),
+            rules_version=self.rules.version,
+        )
+        metrics.child(metrics.FAILOVER_TRANSITIONS, ev.channel, tr.action.value).inc()
+        out = Out.of(self.topics.failover, ev.channel, signal)
+        self.last_signal[ev.channel] = out.value
+        return out
+
+    # -- alerts ------------------------------------------------------------------------------------
+
+    def _hysteresis(self, fingerprint: str, value: float, threshold: float, enough: bool) -> bool:
+        if fingerprint in self.alerts.state:
+            return value > threshold * self.rules.alerts.resolve_ratio
+        return enough and value > threshold
+
+    def _channel_alerts(self, ev: _Eval, st: MachineState, at: datetime) -> list[Out]:
+        a = self.rules.alerts
+        th = self.rules.for_channel(ev.channel)
+        labels = {"channel": ev.channel}
+        w = ev.windows["5m"]
+        out = self.alerts.update(
+            "api_error_rate_high",
+            labels,
+            self._hysteresis(
+                f"api_error_rate_high/{ev.channel}",
+                w.provider_error_rate,
+                a.api_error_rate,
+                w.attempts >= th.min_attempts,
+            ),
+            at=at,
+            value=w.provider_error_rate,
+            threshold=a.api_error_rate,
+            severity=Severity.CRITICAL,
+            summary=f"{ev.channel}: provider error rate {w.provider_error_rate:.1%} over 5 min "
+            f"({w.provider_errors}/{w.attempts})",
+        )
+        p95 = w.latency_p95_ms
+        samples = ev.samples_5m
+        out += self.alerts.update(
+            "latency_high",
+            labels,
+            p95 is not None
+            and self._hysteresis(
+                f"latency_high/{ev.channel}",
+                p95,
+                a.latency_p95_ms,
+                samples >= th.min_latency_samples,
+            ),
+            at=at,
+            value=p95,
+            threshold=a.latency_p95_ms,
+            severity=Severity.WARNING,
+            summary=f"{ev.channel}: p95 latency {p95 or 0:.0f} ms over 5 min",
+        )
+        out_now = st.state in (ChannelState.FAILED_OVER.value, ChannelState.PROBING.value)
+        out += self.alerts.update(
+            "channel_failed_over",
+            labels,
+            out_now,
+            at=at,
+            value=float(ev.obs.consecutive_failures),
+            severity=Severity.CRITICAL,
+            summary=f"{ev.channel} is {st.state}: routers send it only probe traffic",
+        )
+        return out
+
+    def _deadletter_alert(self, boundary: int, at: datetime) -> list[Out]:
+        a = self.rules.alerts
+        row = self.records.total(boundary - WINDOWS["5m"], boundary)
+        records, dead = int(row[0]), int(row[1])
+        if records == 0 and "deadletter_rate_high/payments.transactions" not in self.alerts.state:
+            return []
+        ratio = dead / records if records else 0.0
+        metrics.DEADLETTER_RATIO.set(ratio)
+        return self.alerts.update(
+            "deadletter_rate_high",
+            {"topic": self.topics.transactions},
+            self._hysteresis(
+                f"deadletter_rate_high/{self.topics.transactions}",
+                ratio,
+                a.deadletter_rate,
+                records >= a.deadletter_min_records,
+            ),
+            at=at,
+            value=round(ratio, 6),
+            threshold=a.deadletter_rate,
+            severity=Severity.WARNING,
+            summary=f"{dead} of {records} transactions dead-lettered over 5 min",
+        )
+
+    # -- metrics and views -------------------------------------------------------------------------
+
+    def _export(self, ev: _Eval, st: MachineState) -> None:
+        c = ev.channel
+        for name, w in ev.windows.items():
+            metrics.child(metrics.PROVIDER_ERROR_RATIO, c, name).set(w.provider_error_rate)
+            metrics.child(metrics.DECLINE_RATIO, c, name).set(w.decline_rate)
+            metrics.child(metrics.WINDOW_ATTEMPTS, c, name).set(w.attempts)
+            for q, v in (
+                ("0.5", w.latency_p50_ms),
+                ("0.95", w.latency_p95_ms),
+                ("0.99", w.latency_p99_ms),
+            ):
+                if v is not None:
+                    metrics.child(metrics.LATENCY_QUANTILE, c, name, q).set(v / 1000)
+        metrics.child(metrics.CONSECUTIVE_FAILURES, c).set(ev.obs.consecutive_failures)
+        for state in ChannelState:
+            metrics.child(metrics.CHANNEL_STATE, c, state.value).set(
+                1 if state.value == st.state else 0
+            )
+
+    def channel_view(self, channel: str) -> dict[str, Any] | None:
+        """The latest snapshot, state and signal of one channel (this worker's), or None."""
+        channel = channel.strip().upper()
+        snapshot = self.snapshots.get(channel)
+        if snapshot is None:
+            return None
+        data = self.machines.get(channel) or {}
+        view = dict(snapshot)
+        view["rules_version"] = self.rules.version
+        view["thresholds"] = self.rules.for_channel(channel).model_dump()
+        view["last_signal"] = self.last_signal.get(channel)
+        view["probe_ratio"] = (
+            self.rules.for_channel(channel).probe_ratio
+            if data.get("state") in (ChannelState.FAILED_OVER.value, ChannelState.PROBING.value)
+            else 0.0
+        )
+        view["alerts"] = [
+            a for a in self.alerts.firing() if a.get("labels", {}).get("channel") == channel
+        ]
+        return view
+
+    def channels_view(self) -> dict[str, Any]:
+        """Every channel this worker owns: its latest snapshot and state."""
+        return {
+            "at": iso_utc(self.clock.latest) if self.clock.started else None,
+            "watermark": iso_utc(self.clock.watermark) if self.clock.started else None,
+            "rules_version": self.rules.version,
+            "channels": {
+                name: {
+                    "state": snap["state"],
+                    "since": snap["since"],
+                    "method": snap["method"],
+                    "consecutive_provider_failures": snap["consecutive_provider_failures"],
+                    "windows": snap["windows"],
+                    "at": snap["at"],
+                }
+                for name, snap in sorted(self.snapshots.items())
+            },
+        }
+
+
+ALERT_NAMES = ("api_error_rate_high", "latency_high", "channel_failed_over", "deadletter_rate_high")
