@@ -115,6 +115,57 @@ def schemas(
         err.print(f"wrote {path}", highlight=False)
 
 
+# ---- simulate (simulator, foundation) -----------------------------------------------------------
+@app.command()
+def simulate(
+    out: Annotated[Path | None, typer.Option("--out", help="replay-format JSON-lines file")] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="also write every transaction's FraudLabel")
+    ] = None,
+    scenario: Annotated[
+        list[str] | None, typer.Option("--scenario", help="scenario name (repeatable, or 'all')")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="same seed, same bytes")] = 0,
+    duration: Annotated[str, typer.Option(help="event time to simulate: 2h, 90m, 1h30m")] = "2h",
+    rate: Annotated[
+        float, typer.Option(min=0.001, help="transactions per second (daily mean)")
+    ] = 20.0,
+    start: Annotated[
+        str | None, typer.Option(help="ISO start time with offset (default 2026-11-20T16:00Z)")
+    ] = None,
+    customers: Annotated[int, typer.Option(min=1)] = 5000,
+    merchants: Annotated[int, typer.Option(min=1)] = 200,
+    invalid_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="share of deliberately invalid events")
+    ] = 0.0,
+    flat: Annotated[bool, typer.Option("--flat", help="no time-of-day traffic pattern")] = False,
+    broker: Annotated[
+        str | None, typer.Option("--broker", help="Kafka URL to produce to instead of a file")
+    ] = None,
+    speed: Annotated[
+        float | None, typer.Option(min=0.0, help="with --broker: event seconds per wall second")
+    ] = None,
+    loop: Annotated[bool, typer.Option("--loop", help="with --broker: repeat forever")] = False,
+    secrets_file: Annotated[
+        Path | None,
+        typer.Option("--secrets-file", help="write the simulator's callback secrets (YAML) here"),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Realistic gateway traffic with callbacks, balances and named incident/fraud scenarios."""
+    from streams.sim_cli import run_simulate
+
+    run_simulate(
+        out=out, labels=labels, scenarios=scenario or [], seed=seed, duration=duration,
+        rate=rate, start=start, customers=customers, merchants=merchants,
+        invalid_rate=invalid_rate, diurnal=not flat, broker=broker, speed=speed, loop=loop,
+        secrets_file=secrets_file, quiet=quiet,
+    )  # fmt: skip
+
+
+# ---- end simulate -------------------------------------------------------------------------------
+
+
 # ---- live: worker, embedded broker, demo (foundation) ----------------------------------------
 
 
@@ -168,33 +219,6 @@ def broker(
         pass
     finally:
         embedded.stop()
-
-
-@app.command()
-def demo(
-    duration: Annotated[
-        float | None, typer.Option(min=1, help="stop after this many seconds (default: Ctrl-C)")
-    ] = None,
-    rate: Annotated[float, typer.Option(min=1, max=20000, help="input events per second")] = 200,
-    seed: Annotated[int, typer.Option(help="traffic seed")] = 7,
-    speed: Annotated[
-        float, typer.Option(min=1, max=3600, help="event-time seconds per wall-clock second")
-    ] = 30,
-) -> None:
-    """Embedded broker, a worker and simulated traffic, with a live view; Ctrl-C stops it all."""
-    from streams.broker import BrokerError
-    from streams.demo import DemoError
-    from streams.demo import run as run_demo
-
-    settings = load_settings()
-    try:
-        view = run_demo(settings, duration=duration, rate=rate, seed=seed, speed=speed)
-    except (BrokerError, DemoError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_FAILED) from None
-    err.print(view.summary(), highlight=False, soft_wrap=True)
-    if view.interrupted:
-        raise typer.Exit(130)
 
 
 # ---- end live ---------------------------------------------------------------------------------
