@@ -221,6 +221,33 @@ def broker(
         embedded.stop()
 
 
+@app.command()
+def demo(
+    duration: Annotated[
+        float | None, typer.Option(min=1, help="stop after this many seconds (default: Ctrl-C)")
+    ] = None,
+    rate: Annotated[float, typer.Option(min=1, max=20000, help="input events per second")] = 200,
+    seed: Annotated[int, typer.Option(help="traffic seed")] = 7,
+    speed: Annotated[
+        float, typer.Option(min=1, max=3600, help="event-time seconds per wall-clock second")
+    ] = 30,
+) -> None:
+    """Embedded broker, a worker and simulated traffic, with a live view; Ctrl-C stops it all."""
+    from streams.broker import BrokerError
+    from streams.demo import DemoError
+    from streams.demo import run as run_demo
+
+    settings = load_settings()
+    try:
+        view = run_demo(settings, duration=duration, rate=rate, seed=seed, speed=speed)
+    except (BrokerError, DemoError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    err.print(view.summary(), highlight=False, soft_wrap=True)
+    if view.interrupted:
+        raise typer.Exit(130)
+
+
 # ---- end live ---------------------------------------------------------------------------------
 
 
