@@ -307,14 +307,16 @@ def parse_snap(body: dict[str, Any]) -> _Parsed:
 
 
 def parse_generic(body: dict[str, Any]) -> _Parsed:
-    """Pantau's normalized body: transaction_id, status, amount, settled_at."""
+    """Pantau's normalized body: transaction_id, status, amount, settled_at (or occurred_at)."""
     raw = _first_str(body, ("status",))
     return _Parsed(
         _first_str(body, ("transaction_id",), ("reference",)),
         raw,
         _status(GENERIC_STATUS, raw, upper=False),
         parse_amount(body.get("amount")),
-        parse_time(body.get("settled_at"), UTC) or parse_time(body.get("at"), UTC),
+        parse_time(body.get("settled_at"), UTC)
+        or parse_time(body.get("occurred_at"), UTC)
+        or parse_time(body.get("at"), UTC),
     )
 
 

@@ -418,8 +418,9 @@ class SettlementStage(Stage):
         if created is None:
             return
         self.clock.observe(created)
-        if tx_id in self.recent:
-            return  # already final (or missed): a retry or redelivery changes nothing
+        prior = self.recent.get(tx_id)
+        if prior is not None and not prior.get("failed"):
+            return  # already final (or missed): a redelivery changes nothing
         method = str(value.get("method"))
         allowed = self.rules.deadline_for(method)
         if allowed is None:
@@ -432,10 +433,20 @@ class SettlementStage(Stage):
             "deadline": deadline,
         }
         if value.get("status") == "failed":
+            # No settlement follows a failed attempt; a callback reporting the failure is
+            # absorbed, and a retry (same id, later attempt) is awaited afresh.
             self.awaiting.pop(tx_id, None)
-        else:
-            self.awaiting[tx_id] = entry
-            heapq.heappush(self._deadlines, (deadline, tx_id))
+            self.early.pop(tx_id, None)
+            self.recent[tx_id] = {
+                **entry,
+                "missed": False,
+                "failed": True,
+                "final_at": entry["created_at"],
+            }
+            return
+        self.recent.pop(tx_id, None)
+        self.awaiting[tx_id] = entry
+        heapq.heappush(self._deadlines, (deadline, tx_id))
         waiting = self.early.pop(tx_id, None)
         if waiting:
             for fact in waiting["facts"]:
@@ -486,7 +497,9 @@ class SettlementStage(Stage):
         self.recent[tx_id] = {**entry, "missed": False, "final_at": _epoch(self.clock.latest)}
         if status != FactStatus.SETTLED.value:
             return
-        settled = _parse_iso(fact.get("settled_at")) or _parse_iso(fact.get("received_at"))
+        # DESIGN §4: the delay runs to the settlement callback (when the gateway learns it); the
+        # provider's own settlement time stays in the fact as settled_at.
+        settled = _parse_iso(fact.get("received_at"))
         if settled is None:
             return
         delay = max(0.0, _epoch(settled) - float(entry["created_at"]))

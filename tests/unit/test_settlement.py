@@ -273,3 +273,26 @@ def test_signature_failure_burst_fires_and_resolves_once() -> None:
         ("callback_signature_failures/generic", "firing"),
         ("callback_signature_failures/generic", "resolved"),
     ]
+
+
+def test_delay_runs_to_the_callback_not_the_providers_clock() -> None:
+    stage = SettlementStage(TOPICS, rules())
+    run(stage, transaction("d1", T0, channel="PERMATA"))
+    # The provider says it settled after 5 minutes but only tells us five hours later.
+    run(stage, callback("d1", T0 + timedelta(minutes=5), received=T0 + timedelta(hours=5)))
+    assert stage.delays["PERMATA|virtual_account"][-1][1] == 5 * 3600
+
+
+def test_a_failed_attempt_absorbs_its_callback_and_a_retry_is_awaited() -> None:
+    stage = SettlementStage(TOPICS, rules())
+    unmatched = sample("pantau_callbacks_unmatched_total", provider="xendit")
+    run(stage, transaction("f2", T0, channel="OVO", method="ewallet", status="failed"))
+    run(stage, callback("f2", T0 + timedelta(seconds=3), status="failed"))
+    assert "f2" not in stage.early and "f2" not in stage.awaiting
+    run(stage, transaction("f2", T0 + timedelta(minutes=1), channel="OVO", method="ewallet",
+                           status="success"))  # fmt: skip
+    assert "f2" in stage.awaiting
+    run(stage, callback("f2", T0 + timedelta(minutes=1, seconds=4)))
+    assert "f2" not in stage.awaiting and stage.delays["OVO|ewallet"][-1][1] == 4
+    run(stage, transaction("later", T0 + timedelta(hours=2), channel="BCA"))
+    assert sample("pantau_callbacks_unmatched_total", provider="xendit") == unmatched
