@@ -30,5 +30,5 @@ class BatchObserver(Protocol):
 
     def flush(self) -> list[Out]: ...
 
-    # Optional: `rejected(count) -> list[Out]` is called with the number of records of a batch
-    # that were dead-lettered (health counts the dead-letter rate); observers may leave it out.
+    # Optional: `rejected(records) -> list[Out]` is called with the records of a batch that were
+    # dead-lettered (health counts the dead-letter rate); observers may leave it out.

@@ -148,7 +148,9 @@ class HealthObserver:
         self._records: dict[int, list[int]] = {}  # bucket → [records, dead letters]
 
     def _duplicate(self, tx: Transaction, at_ms: int) -> bool:
-        ident = hash((tx.transaction_id, at_ms, tx.status.value))
+        return self._seen_before(hash((tx.transaction_id, at_ms, tx.status.value)))
+
+    def _seen_before(self, ident: int) -> bool:
         if ident in self._seen:
             return True
         self._seen.add(ident)
@@ -163,11 +165,10 @@ class HealthObserver:
             at_ms = _ms(tx.created_at)
             self.clock.observe(tx.created_at)
             bucket = at_ms - at_ms % BUCKET_MS
-            rec = self._records.setdefault(bucket, [0, 0])
-            rec[0] += 1
             if self._duplicate(tx, at_ms):
                 metrics.DUPLICATE_ATTEMPTS.inc()
                 continue
+            self._records.setdefault(bucket, [0, 0])[0] += 1
             status = tx.status.value
             method = tx.method.value
             cls = self.classify(status, tx.error_code)
@@ -199,8 +200,20 @@ class HealthObserver:
         out.extend(self._records_deltas(latest))
         return out
 
-    def rejected(self, count: int) -> list[Out]:
-        """The payments stage dead-lettered `count` records of this batch (optional hook)."""
+    def rejected(self, records: Sequence[Record]) -> list[Out]:
+        """The payments stage dead-lettered these records of a batch (the optional hook).
+
+        A redelivered dead letter counts once: it is known by its topic, partition and offset
+        (its line in a replay file, else its bytes)."""
+        count = 0
+        for r in records:
+            if r.offset is not None:
+                ident = hash(("dead", r.topic, r.partition, r.offset))
+            elif r.line is not None:
+                ident = hash(("dead", r.topic, r.line))
+            else:
+                ident = hash(("dead", r.value))
+            count += not self._seen_before(ident)
         if count <= 0 or not self.clock.started:
             return []
         latest = _ms(self.clock.latest)

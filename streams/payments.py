@@ -42,12 +42,12 @@ class PaymentsStage(Stage):
     def process(self, records: Sequence[Record]) -> list[Out]:
         out: list[Out] = []
         valid: list[Transaction] = []
-        rejected = 0
+        rejected: list[Record] = []
         for record in records:
             event, letter = self.decoder.decode(record)
             if letter is not None:
                 out.append(letter)
-                rejected += 1
+                rejected.append(record)
             else:
                 assert isinstance(event, Transaction)
                 valid.append(event)

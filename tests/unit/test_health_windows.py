@@ -289,8 +289,14 @@ def test_deadletter_rate_alert_fires_and_resolves_once() -> None:
         value = tx(second, _at(second)).model_dump(mode="json")
         records = [Record(TOPICS.transactions, orjson.dumps(value), key=b"c")]
         if 300 <= second < 500:  # a producer sends garbage for 200 s
-            records.append(Record(TOPICS.transactions, b'{"amount": "lots"}', key=b"c"))
+            records.append(
+                Record(
+                    TOPICS.transactions, b'{"amount": "lots"}', key=b"c", partition=0, offset=second
+                )
+            )
         pipeline.process(records, outs.append)
+        if second == 400:  # redelivered: dead letters count once, as the records do
+            pipeline.process(records, outs.append)
         pipeline.tick(outs.append)
     pipeline.close(outs.append)
     alerts = [a for a in of(outs, TOPICS.alerts) if a["alert"] == "deadletter_rate_high"]
@@ -329,3 +335,13 @@ def test_metrics_follow_the_channels() -> None:
     ) in text
     assert 'pantau_provider_error_ratio{channel="BCA",window="5m"}' in text
     assert "pantau_attempt_latency_seconds_bucket" in text
+
+
+def test_redelivered_dead_letters_count_once() -> None:
+    obs = HealthObserver(TOPICS)
+    obs.observe([tx(1, _at(1))])
+    bad = [Record(TOPICS.transactions, b"{}", partition=2, offset=n) for n in range(3)]
+    first = obs.rejected(bad)
+    assert [(d.key, d.value["records"], d.value["dead"]) for d in first] == [("*", 3, 3)]
+    assert obs.rejected(bad) == []  # the same offsets again
+    assert obs.rejected([Record(TOPICS.transactions, b"{}", partition=3, offset=0)]) != []
