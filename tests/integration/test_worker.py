@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -143,11 +144,21 @@ def test_every_input_is_enriched_or_dead_lettered(
     assert _metric(text, "pantau_worker_up") == 1
     assert _metric(text, "pantau_batch_size_events_count", stage="payments") >= 1
 
-    # The channel views answer from the health stage when the pipeline has one.
-    has_health = any(s.name == "health" for s in build_stages(sandbox.settings))
-    status, body = _get(f"http://127.0.0.1:{sandbox.settings.web_port}/channels")
-    assert status == (200 if has_health else 404)
-    assert isinstance(orjson.loads(body), dict)
+    # The channel views answer from the health stage (its snapshots follow the event time).
+    assert any(s.name == "health" for s in build_stages(sandbox.settings))
+    views = f"http://127.0.0.1:{sandbox.settings.web_port}/channels"
+    deadline = time.monotonic() + 20
+    channels: dict[str, Any] = {}
+    while time.monotonic() < deadline and "BCA" not in channels:
+        status, body = _get(views)
+        assert status == 200, body
+        channels = orjson.loads(body)["channels"]
+        time.sleep(0.5)
+    assert "BCA" in channels, channels
+    status, body = _get(f"{views}/BCA")
+    assert status == 200 and orjson.loads(body)["state"] == channels["BCA"]["state"]
+    status, body = _get(f"{views}/NO_SUCH_CHANNEL")
+    assert status == 404 and "NO_SUCH_CHANNEL" in orjson.loads(body)["error"]
 
     stamps = sorted(m.timestamp for m in got)
     first_output = min(m.seen_at for m in got) - worker.started_at
