@@ -1,0 +1,77 @@
+"""The worker's Faust configuration and the small helpers of the live edge (no broker needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from streams.app import EMBEDDED_SESSION_TIMEOUT_S, faust_config
+from streams.broker import bootstrap_servers
+from streams.core import Out
+from streams.live import encode
+from streams.settings import Settings
+from streams.worker import _safe_url
+
+
+def test_embedded_profile_joins_fast_and_never_asks_for_exactly_once() -> None:
+    conf = faust_config(Settings(embedded=True, session_timeout_s=30))
+    assert conf["broker_session_timeout"] == EMBEDDED_SESSION_TIMEOUT_S <= 10
+    assert conf["broker_heartbeat_interval"] < conf["broker_session_timeout"]
+    assert conf["processing_guarantee"] == "at_least_once"
+    assert conf["store"] == "memory://"
+
+
+def test_real_kafka_profile_keeps_the_configured_session_timeout() -> None:
+    conf = faust_config(Settings(session_timeout_s=45, partitions=12, web_port=7000))
+    assert conf["broker_session_timeout"] == 45
+    assert conf["broker_heartbeat_interval"] == 3.0
+    assert conf["topic_partitions"] == 12
+    assert conf["web_port"] == 7000 and conf["web_enabled"] is True
+    assert faust_config(Settings(web_port=0))["web_enabled"] is False
+
+
+def test_memory_store_keeps_faust_files_out_of_the_working_tree() -> None:
+    conf = faust_config(Settings(store="memory://"))
+    assert not Path(conf["datadir"]).resolve().is_relative_to(Path.cwd().resolve())
+    assert "datadir" not in faust_config(Settings(store="rocksdb://"))
+
+
+def test_sasl_credentials_come_from_settings_secrets() -> None:
+    creds = {"mechanism": "SCRAM-SHA-512", "username": "pantau", "password": "s3cret-value"}
+    conf = faust_config(Settings(broker_credentials={k: SecretStr(v) for k, v in creds.items()}))
+    sasl = conf["broker_credentials"]
+    assert sasl.username == "pantau" and sasl.password == "s3cret-value"
+    assert str(sasl.mechanism.value) == "SCRAM-SHA-512"
+    assert "s3cret-value" not in repr(
+        Settings(broker_credentials={"password": SecretStr("s3cret-value")})
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "servers"),
+    [
+        ("kafka://localhost:9092", ["localhost:9092"]),
+        ("kafka://a:1;kafka://b:2", ["a:1", "b:2"]),
+        ("a:1,b:2", ["a:1", "b:2"]),
+    ],
+)
+def test_bootstrap_servers(url: str, servers: list[str]) -> None:
+    assert bootstrap_servers(url) == servers
+
+
+def test_broker_url_is_printed_without_credentials() -> None:
+    assert (
+        _safe_url("kafka://user:pw@host:9092;kafka://h2:9093")
+        == "kafka://host:9092;kafka://h2:9093"
+    )
+
+
+def test_outputs_are_utf8_json_with_string_keys() -> None:
+    key, value = encode(
+        Out("payments.enriched", "trx-1", {"amount": "150000.00", "channel": "BCA"})
+    )
+    assert key == b"trx-1"
+    assert value == b'{"amount":"150000.00","channel":"BCA"}'
+    assert encode(Out("ops.alerts", None, {}))[0] is None
