@@ -59,22 +59,14 @@ def sim_settings_overrides() -> dict[str, Any]:
     }
 
 
-_HEX = "0123456789abcdef"
 _LETTERS = "abcdef"
 
 
 def ref(rng: random.Random, length: int = 24) -> str:
     """A provider-style hex reference that never holds a long digit run (every 8th is a letter),
     so no reference can ever look like a card number."""
-    bits = rng.getrandbits(4 * length)
-    chars = []
-    for i in range(length):
-        if i % 8 == 7:
-            chars.append(_LETTERS[bits % 6])
-        else:
-            chars.append(_HEX[bits & 15])
-        bits >>= 4
-    return "".join(chars)
+    h = format(rng.getrandbits(4 * length), f"0{length}x")
+    return "".join([h[i : i + 7] + _LETTERS[ord(h[i + 7]) % 6] for i in range(0, length - 7, 8)])
 
 
 def uuid_like(rng: random.Random) -> str:

@@ -7,6 +7,7 @@ import itertools
 import math
 import random
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ BALANCE_EVERY_S = 300.0
 DAY = 86400.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SimEvent:
     """One simulated message: its topic, key and JSON value, and the fraud ground truth of a
     transaction (None for other topics). `tag` says why it exists when it is special
@@ -113,7 +114,7 @@ class _Attempt:
 _EMIT, _ATTEMPT, _CALLBACK, _BALANCE, _FORGE = range(5)
 
 
-def _lognormal_cum(weights: Sequence[float]) -> list[float]:
+def _cumulative(weights: Sequence[float]) -> list[float]:
     return list(itertools.accumulate(weights))
 
 
@@ -179,7 +180,8 @@ class Simulator:
         self.cb_seq = itertools.count(1)
         self._second_cache: dict[int, tuple[str, str]] = {}
         self._recent_pending: deque[tuple[Payment, str]] = deque(maxlen=400)
-        self.channel_cum = _lognormal_cum([c.share for c in CHANNELS])
+        self.channel_cum = _cumulative([c.share for c in CHANNELS])
+        self.deferred_channels = [c for c in CHANNELS if c.method in DEFERRED]
         self.by_method: dict[Method, list[Channel]] = {}
         for c in CHANNELS:
             self.by_method.setdefault(c.method, []).append(c)
@@ -210,7 +212,7 @@ class Simulator:
         rng = self.rng
         n = self.n_customers
         self.cust_ids = [customer_id(i) for i in range(n)]
-        self.cust_cum = _lognormal_cum([(i + 50) ** -0.5 for i in range(n)])
+        self.cust_cum = _cumulative([(i + 50) ** -0.5 for i in range(n)])
         self.cust_scale = [rng.lognormvariate(0.0, 0.5) for _ in range(n)]
         self.cust_devices = [
             [self._device()] + ([self._device()] if rng.random() < 0.3 else []) for _ in range(n)
@@ -227,13 +229,13 @@ class Simulator:
         n = self.n_merchants
         self.merch_ids = [merchant_id(i) for i in range(n)]
         self.merch_cat = [merchant_category(i) for i in range(n)]
-        self.merch_cum = _lognormal_cum([(i + 5) ** -0.7 for i in range(n)])
+        self.merch_cum = _cumulative([(i + 5) ** -0.7 for i in range(n)])
         self.merch_luxury = [rng.choice(LUXURY_TAX_RATES) for _ in range(n)]
         self.merch_cross_border = [
             cat == "digital_services" and rng.random() < 0.4 for cat in self.merch_cat
         ]
         self.merch_includes_vat = [rng.random() < 0.9 for _ in range(n)]
-        self.merch_balance = [max(30e6, rng.lognormvariate(math.log(150e6), 0.8)) for _ in range(n)]
+        self.merch_balance = [max(30e6, 150e6 * math.exp(rng.gauss(0.0, 0.8))) for _ in range(n)]
         self.risky_merchants = [
             i for i, c in enumerate(self.merch_cat) if c in ("premium_goods", "luxury_goods",
                                                               "digital_services")
@@ -429,7 +431,7 @@ class Simulator:
         channel = CHANNELS[_bisect(self.channel_cum, r() * self.channel_cum[-1])]
         self._goods(att)
         goods = GOODS[att.category]
-        value = rng.lognormvariate(0.0, goods.sigma) * goods.median_amount * self.cust_scale[idx]
+        value = math.exp(rng.gauss(0.0, goods.sigma)) * goods.median_amount * self.cust_scale[idx]
         if channel.method is Method.QRIS:
             value *= 0.5
         att.amount = min(_price(value), channel.max_amount)
@@ -496,12 +498,12 @@ class Simulator:
             elif code == "CONNECTION_RESET":
                 latency = rng.randrange(500, 5_000)
             else:
-                latency = int(rng.lognormvariate(math.log(120), 0.5))
+                latency = int(120 * math.exp(rng.gauss(0.0, 0.5)))
             return "failed", code, latency, "provider"
         if slow:
-            latency = int(min(3000.0, max(1500.0, rng.lognormvariate(math.log(2100), 0.18))))
+            latency = int(min(3000.0, max(1500.0, 2100 * math.exp(rng.gauss(0.0, 0.18)))))
         else:
-            latency = int(rng.lognormvariate(math.log(ch.latency_median_ms), ch.latency_sigma))
+            latency = int(ch.latency_median_ms * math.exp(rng.gauss(0.0, ch.latency_sigma)))
         r -= p_provider
         if r < MERCHANT_ERROR_RATE:
             return "failed", _weighted(rng, MERCHANT_ERRORS), latency, "merchant"
@@ -557,7 +559,7 @@ class Simulator:
                 att.attempt += 1
                 if ch.method is not Method.CARD and rng.random() < 0.3:
                     att.channel = rng.choice(self.by_method[ch.method])
-                self._push(at + max(2.0, rng.lognormvariate(math.log(25), 0.8)), _ATTEMPT, att)
+                self._push(at + max(2.0, 25 * math.exp(rng.gauss(0.0, 0.8))), _ATTEMPT, att)
                 return
         self._follow_up(att, at, status, error_class)
 
@@ -577,16 +579,16 @@ class Simulator:
         outcome: str | None = None
         when = at
         if status == "success":
-            outcome, when = PAID, at + max(0.5, rng.lognormvariate(math.log(4), 0.8))
+            outcome, when = PAID, at + max(0.5, 4 * math.exp(rng.gauss(0.0, 0.8)))
         elif status == "pending":
             if rng.random() < 0.85:
-                paid = min(rng.lognormvariate(math.log(480), 0.9), EXPIRY_SECONDS - 60)
+                paid = min(480 * math.exp(rng.gauss(0.0, 0.9)), EXPIRY_SECONDS - 60)
                 outcome, when = PAID, at + max(20.0, paid)
             else:
                 outcome, when = EXPIRED, at + EXPIRY_SECONDS
             self._recent_pending.append((payment, ch.provider))
         elif error_class == "declined" and ch.method not in DEFERRED and rng.random() < 0.3:
-            outcome, when = FAILED, at + max(0.5, rng.lognormvariate(math.log(3), 0.6))
+            outcome, when = FAILED, at + max(0.5, 3 * math.exp(rng.gauss(0.0, 0.6)))
         if outcome is not None:
             event_at = when
             if delayed and outcome == PAID:
@@ -632,10 +634,11 @@ class Simulator:
             signed_at=received - timedelta(milliseconds=rng.randrange(50, 900)),
             **options,
         )
-        tag = None
+        sent, tag = value, None
         if self.invalid_rate and rng.random() < self.invalid_rate:
-            tag = "invalid:" + _corrupt_callback(value, rng)
-        yield SimEvent(self.cb_topic, payment.transaction_id, value, None, tag, at)
+            sent = dict(value)  # duplicates below repeat the genuine callback
+            tag = "invalid:" + _corrupt_callback(sent, rng)
+        yield SimEvent(self.cb_topic, payment.transaction_id, sent, None, tag, at)
         copies = 0
         if self._in_storm(at):
             copies = rng.randint(1, 3)
@@ -655,10 +658,12 @@ class Simulator:
         from streams.signatures import build_callback
 
         rng = self.rng
+        # Forgers claim that unpaid orders were paid: they target pending VA and payment-code
+        # payments (providers snap, xendit, doku), real ones or made-up ids.
         if self._recent_pending and rng.random() < 0.8:
             payment, provider = rng.choice(self._recent_pending)
         else:
-            channel = rng.choice(CHANNELS)
+            channel = rng.choice(self.deferred_channels)
             payment = Payment(
                 f"trx-{self._stamps(at)[1]}-9{rng.randrange(100_000):05d}",
                 _price(rng.uniform(1e6, 2e7)),
@@ -783,9 +788,7 @@ class Simulator:
 
 
 def _bisect(cum: list[float], x: float) -> int:
-    import bisect
-
-    i = bisect.bisect_right(cum, x)
+    i = bisect_right(cum, x)
     return i if i < len(cum) else len(cum) - 1
 
 
