@@ -248,6 +248,8 @@ class BrokerProbe:
     def __init__(self, url: str) -> None:
         self.url = url
         self._client: Any = None
+        self.up: bool | None = None
+        self._down_since = 0.0
 
     async def check(self) -> bool:
         from aiokafka.client import AIOKafkaClient
@@ -262,6 +264,14 @@ class BrokerProbe:
         except (KafkaError, OSError):
             ok = False
         metrics.BROKER_CONNECTED.set(1 if ok else 0)
+        # The outage and the recovery are logged once each (the client's retries are not).
+        if not ok and self.up is not False:
+            self._down_since = time.monotonic()
+            log.warning("broker unreachable; inputs wait and outputs are retried until it is back")
+        elif ok and self.up is False:
+            away = time.monotonic() - self._down_since
+            log.warning("broker reachable again after about %.0f s", away)
+        self.up = ok
         return ok
 
     async def close(self) -> None:

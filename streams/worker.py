@@ -5,22 +5,65 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from typing import Any
+
+import faust
 
 from streams import metrics
 from streams.settings import Settings
 
+LIBRARIES = ("faust", "mode", "aiokafka", "aiohttp", "venusian")
+REPEAT_WINDOW_S = 60.0
+
 
 def quiet_faust_logging() -> None:
     """Faust, mode and aiokafka log at WARNING; Pantau's own modules keep INFO."""
-    for name in ("faust", "mode", "aiokafka", "aiohttp", "venusian"):
+    for name in LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a library's message through once per window (per logger and message template), then
+    says how many like it were held back. While the broker is away aiokafka logs every reconnect
+    attempt at ERROR, dozens a second; the worker logs the outage and the recovery itself."""
+
+    def __init__(self, window_s: float = REPEAT_WINDOW_S) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._last: dict[tuple[str, str], float] = {}
+        self._held: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(LIBRARIES):
+            return True
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.window_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            record.msg = (
+                f"{record.msg} [{held} like it in the last {self.window_s:.0f} s not shown]"
+            )
+        return True
+
+
+class QuietWorker(faust.Worker):
+    """A Faust worker without the terminal spinner, whose library logs do not repeat."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        repeat = RepeatFilter()
+        for handler in logger.handlers:
+            handler.addFilter(repeat)
 
 
 def make_worker(settings: Settings) -> tuple[Any, Any]:
     """A Faust worker for the full pipeline (not started), without the terminal spinner."""
-    import faust
-
     from streams.app import create_app
 
     try:
@@ -29,7 +72,7 @@ def make_worker(settings: Settings) -> tuple[Any, Any]:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
     app, runtime = create_app(settings)
-    worker = faust.Worker(
+    worker = QuietWorker(
         app,
         loglevel="WARNING",
         quiet=True,

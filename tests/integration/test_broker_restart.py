@@ -202,11 +202,6 @@ def test_embedded_broker_restart_loses_every_topic(outage: Outage) -> None:
     assert Topics().transactions in outage.topics_after_restart
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aiokafka logs every reconnect attempt at ERROR (about 60 lines/s while the broker is "
-    "away); the worker should log the outage and the recovery, not every retry",
-)
 def test_worker_logs_the_outage_without_flooding(outage: Outage) -> None:
     rate = outage.log_lines_away / outage.away_s
     lines, away = outage.log_lines_away, outage.away_s
