@@ -170,10 +170,10 @@ def transitions() -> c.Panel:
 
 
 def variables() -> list[db.QueryVariable]:
-    """`channel` and `method`, listed from the transactions counter."""
+    """`channel`, and `method` among the chosen channels', from the transactions counter."""
     return [
         c.label_variable("channel", TX, "channel", "Channel"),
-        c.label_variable("method", TX, "method", "Method"),
+        c.label_variable("method", TX, "method", "Method", channel=CH),
     ]
 
 

@@ -279,14 +279,22 @@ def state_timeline(
 
 
 # ---- template variables and annotations --------------------------------------------------------
-def label_variable(name: str, metric: str, label: str, title: str) -> db.QueryVariable:
-    """A multi-value variable listing a label's values on a metric (with an "All" option)."""
+ALL = "$__all"  # Grafana's value for a variable's "All" option
+
+
+def label_variable(
+    name: str, metric: str, label: str, title: str, **matchers: str
+) -> db.QueryVariable:
+    """A multi-value variable listing a label's values on a metric, "All" selected at first;
+    matchers may name earlier variables (chained: methods of the chosen channels)."""
+    source = selector(metric, **matchers)
     return (
         db.QueryVariable(name)
         .label(title)
         .datasource(DATASOURCE)
-        .query(f"label_values({metric}, {label})")
-        .definition(f"label_values({metric}, {label})")
+        .query(f"label_values({source}, {label})")
+        .definition(f"label_values({source}, {label})")
+        .current(dm.VariableOption(selected=True, text="All", value=ALL))
         .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(dm.VariableSort.ALPHABETICAL_ASC)
         .multi(True)

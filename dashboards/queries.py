@@ -124,3 +124,25 @@ def known_series(registry: Any) -> set[str]:
         for suffix in _SUFFIXES.get(family.type, ("",)):
             names.add(family.name + suffix)
     return names
+
+
+def variable_defaults(board: Mapping[str, Any]) -> dict[str, str]:
+    """Each template variable's value as the dashboard opens: "All" becomes its allValue."""
+    values = {}
+    for variable in (board.get("templating") or {}).get("list") or []:
+        current = (variable.get("current") or {}).get("value")
+        if current in (None, "$__all", ["$__all"]):
+            values[variable["name"]] = variable.get("allValue") or ".*"
+        else:
+            values[variable["name"]] = current if isinstance(current, str) else "|".join(current)
+    return values
+
+
+def is_instant(board: Mapping[str, Any], item: PanelQuery) -> bool:
+    """True when the panel asks Prometheus for one instant value rather than a range."""
+    for panel in _panels(board.get("panels") or []):
+        if panel.get("title") == item.panel:
+            for target in panel.get("targets") or []:
+                if target.get("refId") == item.ref:
+                    return bool(target.get("instant")) and not target.get("range")
+    return False
