@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from streams.broker import bootstrap_servers
 from streams.core import Out
 from streams.live import encode
 from streams.settings import Settings
-from streams.worker import _safe_url
+from streams.worker import RepeatFilter, _safe_url
 
 
 def test_embedded_profile_joins_fast_and_never_asks_for_exactly_once() -> None:
@@ -75,3 +77,21 @@ def test_outputs_are_utf8_json_with_string_keys() -> None:
     assert key == b"trx-1"
     assert value == b'{"amount":"150000.00","channel":"BCA"}'
     assert encode(Out("ops.alerts", None, {}))[0] is None
+
+
+def _record(name: str, msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord(name, logging.ERROR, "x.py", 1, msg, args, None)
+
+
+def test_repeated_library_messages_are_held_back_and_counted() -> None:
+    repeat = RepeatFilter(window_s=0.2)
+    template = "Unable connect to node with id %s: %s"
+    passed = [repeat.filter(_record("aiokafka.conn", template, 1, i)) for i in range(50)]
+    assert passed == [True] + [False] * 49
+    # Another template, and Pantau's own messages, are not held back.
+    assert repeat.filter(_record("aiokafka.client", "Unable to update metadata from %s", [1]))
+    assert all(repeat.filter(_record("streams.live", template, 1, 2)) for _ in range(5))
+    time.sleep(0.25)
+    later = _record("aiokafka.conn", template, 1, "x")
+    assert repeat.filter(later)
+    assert "[49 like it in the last 0 s not shown]" in later.getMessage()
