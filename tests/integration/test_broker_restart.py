@@ -21,7 +21,7 @@ from streams.broker import EmbeddedBroker, free_port
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.conftest import DESIGN_TRANSACTION
-from tests.integration.conftest import Broker, WorkerProcess, consume, produce
+from tests.integration.conftest import Broker, Received, WorkerProcess, consume, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -94,7 +94,7 @@ def _send(url: str, topics: Topics, prefix: str, n: int) -> set[str]:
 
 
 def _enriched_ids(url: str, topics: Topics, want: set[str], timeout: float) -> set[str]:
-    def done(got: list) -> bool:  # type: ignore[type-arg]
+    def done(got: list[Received]) -> bool:
         return want <= {m.json()["transaction_id"] for m in got}
 
     got = consume(Broker(url), [topics.enriched], done, timeout)

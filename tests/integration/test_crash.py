@@ -1,0 +1,350 @@
+"""Nothing is lost when workers crash: a ledger of simulated events with unique ids flows through
+two `pantau worker` processes on the embedded broker (8 partitions) while one is SIGKILLed and
+restarted five times and a third joins and leaves; a verifier then checks that every input has
+its outputs (or a dead letter) and that re-sent outputs are identical to the first. Also: the
+embedded broker's gaps that limit what can be checked, each shown on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from streams.core import Out, Record
+from streams.ledger import (
+    Ledger,
+    Sent,
+    conflicting_duplicates,
+    duplicate_count,
+    missing,
+    produced_ids,
+)
+from streams.pipeline import build_pipeline
+from streams.settings import Settings
+from streams.sim_callbacks import sim_settings_overrides
+from streams.simulator import generate
+from streams.topics import Topics
+from tests.conftest import DESIGN_TRANSACTION
+from tests.integration.conftest import (
+    Broker,
+    Received,
+    Sandbox,
+    WorkerProcess,
+    consume,
+    produce,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+KILLS = 5
+CHUNKS = 30  # the ledger is produced in this many chunks, one every CHUNK_EVERY_S
+CHUNK_EVERY_S = 1.5
+SETTLE_TIMEOUT_S = 150.0  # after the last chunk, how long the workers get to catch up
+# Outputs that are a pure function of their input, whatever the worker's state: a re-sent one
+# must be identical. Fraud fields, channel health, failover signals and alerts depend on state,
+# which a killed worker loses (shown by the last test here and written in docs/operations.md).
+STATEFUL_FIELDS = {"decisions": {"action", "score", "model_score", "reasons", "rule_hits"},
+                   "enriched": {"fraud"}}  # fmt: skip
+STATEFUL_TOPICS = ("health", "failover", "alerts")
+
+
+def secrets_file(path: Path) -> Path:
+    """The simulator's callback secrets and allowlists as a secrets file (PANTAU_SECRETS_FILE)."""
+    path.write_text(yaml.safe_dump(sim_settings_overrides()), encoding="utf-8")
+    return path
+
+
+def build_ledger(topics: Topics) -> Ledger:
+    """Ten simulated minutes of traffic with bad input, callbacks and balances; ids unique."""
+    ledger = Ledger(topics)
+    seen: set[str] = set()
+    for ev in generate(
+        seed=21,
+        duration=timedelta(minutes=10),
+        tx_per_second=6.0,
+        customers=2000,
+        merchants=100,
+        invalid_rate=0.02,
+        scenarios=("card-testing", "bca-outage"),
+        topics=topics,
+    ):
+        value = orjson.dumps(ev.value)
+        entry = ledger.add(ev.topic, ev.key.encode() if ev.key else None, value)
+        if entry.id in seen:  # the gateway's own duplicate: not a ledger entry of its own
+            ledger.entries.pop()
+        seen.add(entry.id)
+    return ledger
+
+
+def replay_outputs(ledger: Ledger, settings: Settings) -> list[Sent]:
+    """What one clean pass over the ledger sends, internal topics included."""
+    pipeline = build_pipeline(settings)
+    outs: list[Out] = []
+    for stage in pipeline.stages:
+        process = stage.process
+
+        def wrapped(records: Any, _process: Any = process) -> list[Out]:
+            result: list[Out] = _process(records)
+            outs.extend(result)
+            return result
+
+        stage.process = wrapped  # type: ignore[method-assign]
+    batch: list[Record] = []
+    for offset, entry in enumerate(ledger.entries):
+        if batch and (batch[0].topic != entry.topic or len(batch) >= 200):
+            pipeline.process(batch, lambda out: None)
+            pipeline.tick(lambda out: None)
+            batch = []
+        batch.append(Record(entry.topic, entry.value, entry.key, offset=offset))
+    pipeline.process(batch, lambda out: None)
+    pipeline.close(lambda out: None)
+    return [Sent(o.topic, o.key, orjson.loads(orjson.dumps(o.value))) for o in outs]
+
+
+def pure_outputs(topics: Topics, sent: list[Sent]) -> list[Sent]:
+    """The outputs and fields that depend on their input alone."""
+    drop = {getattr(topics, attr): names for attr, names in STATEFUL_FIELDS.items()}
+    stateful = {getattr(topics, attr) for attr in STATEFUL_TOPICS}
+    return [
+        Sent(s.topic, s.key, {k: v for k, v in s.value.items() if k not in drop.get(s.topic, ())})
+        for s in sent
+        if s.topic not in stateful
+    ]
+
+
+@dataclass
+class Workers:
+    """Worker subprocesses of one test, all stopped at teardown."""
+
+    env: dict[str, str]
+    tmp: Path
+    started: list[WorkerProcess] = field(default_factory=list)
+
+    def start(self, name: str) -> WorkerProcess:
+        worker = WorkerProcess(self.env, self.tmp / f"{name}-{len(self.started)}.log")
+        self.started.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.started:
+            worker.stop(timeout=30)
+
+
+@pytest.fixture
+def workers(sandbox: Sandbox, tmp_path: Path) -> Iterator[Workers]:
+    env = dict(sandbox.env)
+    # Several workers on one machine: no HTTP views, no metrics port to fight over.
+    env.update(
+        PANTAU_WEB_PORT="0",
+        PANTAU_METRICS_PORT="0",
+        PANTAU_SECRETS_FILE=str(secrets_file(tmp_path / "secrets.yaml")),
+    )
+    pool = Workers(env, tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+def _read_all(broker: Broker, topics: Topics, done: Callable[[list[Sent]], bool]) -> list[Sent]:
+    names = [*topics.outputs(), topics.settlement]
+    state: dict[str, Any] = {"n": 0, "sent": []}
+
+    def finished(got: list[Received]) -> bool:
+        if len(got) == state["n"]:
+            return False
+        state["sent"] += [
+            Sent(m.topic, m.key.decode() if m.key else None, m.json()) for m in got[state["n"] :]
+        ]
+        state["n"] = len(got)
+        return done(state["sent"])
+
+    got = consume(broker, names, finished, SETTLE_TIMEOUT_S)
+    return [Sent(m.topic, m.key.decode() if m.key else None, m.json()) for m in got]
+
+
+def test_workers_killed_mid_stream_lose_nothing(
+    broker: Broker, sandbox: Sandbox, workers: Workers
+) -> None:
+    topics = sandbox.topics
+    ledger = build_ledger(topics)
+    assert ledger.unique() and len(ledger.entries) > 5000
+    settings = Settings(**sim_settings_overrides(), topics=topics)
+    clean = replay_outputs(ledger, settings)
+    expected = {k: v for k, v in produced_ids(topics, clean).items() if v}
+    assert len(expected) > len(ledger.entries) // 2  # most inputs have outputs to look for
+    assert sum(1 for v in expected.values() if topics.deadletter in v) > 50
+
+    a, b = workers.start("a"), workers.start("b")
+    chunk = len(ledger.entries) // CHUNKS + 1
+    kill_at = {4 + 5 * i for i in range(KILLS)}  # chunks 4, 9, 14, 19, 24
+    third: WorkerProcess | None = None
+    kills = 0
+    for i in range(CHUNKS):
+        part = ledger.entries[i * chunk : (i + 1) * chunk]
+        produce(broker, [(e.topic, e.key, e.value) for e in part])
+        if i in kill_at:
+            victim = a if kills % 2 == 0 else b
+            victim.process.kill()  # SIGKILL: no commit, no goodbye
+            victim.process.wait(10)
+            replacement = workers.start(f"restart{kills}")
+            if victim is a:
+                a = replacement
+            else:
+                b = replacement
+            kills += 1
+        if i == 7:
+            third = workers.start("c")
+        if i == 17 and third is not None:
+            assert third.stop(timeout=30) is not None  # leaves the group cleanly
+        time.sleep(CHUNK_EVERY_S)
+    assert kills == KILLS
+
+    def complete(sent: list[Sent]) -> bool:
+        return not missing(ledger, sent, expected)
+
+    sent = _read_all(broker, topics, complete)
+    for worker in (a, b):
+        assert worker.process.poll() is None, worker.log()[-3000:]
+
+    lost = missing(ledger, sent, expected)
+    assert not lost, f"{len(lost)} of {len(ledger.entries)} inputs lack outputs: {lost[:5]}"
+    conflicts = conflicting_duplicates(topics, pure_outputs(topics, sent))
+    assert not conflicts, [c.describe() for c in conflicts[:10]]
+    # At-least-once: the kills did make Kafka redeliver (otherwise nothing was tested).
+    redelivered = duplicate_count(topics, sent)
+    assert redelivered > 0
+    stateful = conflicting_duplicates(topics, sent)
+    print(
+        f"crash run: {len(ledger.entries)} inputs, {len(sent)} messages read, "
+        f"{redelivered} re-sent identities, {len(stateful)} re-sent with other stateful fields"
+    )
+
+
+# ---- the embedded broker's gaps, shown on the real thing ---------------------------------------
+
+
+async def _end_offset_after_batch(bootstrap: list[str], topic: str) -> tuple[list[int], int]:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=100)
+    await producer.start()
+    try:
+        # Three sends in one linger window: one record batch of three records.
+        futures = [await producer.send(topic, b"v%d" % i, key=b"k", partition=0) for i in range(3)]
+        offsets = [(await f).offset for f in futures]
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        end = (await consumer.end_offsets([tp]))[tp]
+    finally:
+        await consumer.stop()
+    return offsets, end
+
+
+def test_embedded_broker_reports_a_batchs_base_offset_plus_one_as_the_end(
+    broker: Broker, sandbox: Sandbox
+) -> None:
+    """Tansu's ListOffsets answer: after one batch of three records (offsets 0, 1, 2) the end is
+    1, not 3. Faust's table recovery reads a changelog up to this end, so it can miss the tail;
+    consumers must not treat "position >= end" as "read everything" on the embedded broker."""
+    if os.environ.get("PANTAU_BROKER"):
+        pytest.skip("shows a gap of the embedded broker; this run uses a real Kafka")
+    offsets, end = asyncio.run(_end_offset_after_batch(broker.bootstrap, sandbox.topics.rules))
+    assert offsets == [0, 1, 2]
+    assert end == 1  # real Kafka answers 3
+
+
+async def _join_seconds(bootstrap: list[str], topic: str, session_ms: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"join-probe-{time.monotonic_ns()}",
+        session_timeout_ms=session_ms,
+        heartbeat_interval_ms=session_ms // 3,
+    )
+    started = time.monotonic()
+    await consumer.start()
+    try:
+        while not consumer.assignment():
+            await asyncio.sleep(0.05)
+        return time.monotonic() - started
+    finally:
+        await consumer.stop()
+
+
+def test_embedded_broker_makes_a_group_join_wait_half_the_session_timeout(
+    broker: Broker, sandbox: Sandbox
+) -> None:
+    """Every join (a worker starting, a rebalance) waits about half the session timeout on
+    Tansu: with the embedded profile's 6 s that is about 3 s per rebalance."""
+    if os.environ.get("PANTAU_BROKER"):
+        pytest.skip("shows a gap of the embedded broker; this run uses a real Kafka")
+    seconds = asyncio.run(_join_seconds(broker.bootstrap, sandbox.topics.balances, 6000))
+    assert 2.4 <= seconds < 6.0, seconds
+
+
+def test_a_killed_workers_state_is_recomputed_by_its_successor(
+    broker: Broker, sandbox: Sandbox, workers: Workers
+) -> None:
+    """Fraud state must survive a SIGKILL: ten attempts by one customer in a minute, the worker
+    is killed, a new one starts, and the eleventh attempt must be decided as a replay of all
+    eleven decides it (the customer's velocity rule fires)."""
+    topics = sandbox.topics
+    start = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
+
+    def tx(i: int) -> dict[str, Any]:
+        at = (start + timedelta(seconds=i)).isoformat()
+        fields = {"transaction_id": f"trx-vel-{i}", "status": "success", "created_at": at}
+        return {**DESIGN_TRANSACTION, **fields, "error_code": None}
+
+    def decisions(want: set[str]) -> dict[str, dict[str, Any]]:
+        got = consume(
+            broker,
+            [topics.decisions],
+            lambda ms: want <= {m.json()["transaction_id"] for m in ms},
+            90,
+        )
+        return {m.json()["transaction_id"]: m.json() for m in got}
+
+    first = workers.start("first")
+    produce(broker, [(topics.transactions, b"c-88121", orjson.dumps(tx(i))) for i in range(10)])
+    decisions({f"trx-vel-{i}" for i in range(10)})
+    time.sleep(6)  # past Faust's commit interval: the successor starts after these offsets
+    first.process.kill()
+    first.process.wait(10)
+    workers.start("second")
+    produce(broker, [(topics.transactions, b"c-88121", orjson.dumps(tx(10)))])
+    live = decisions({"trx-vel-10"})["trx-vel-10"]
+
+    ledger = Ledger(topics)
+    for i in range(11):
+        ledger.add(topics.transactions, b"c-88121", orjson.dumps(tx(i)))
+    clean = replay_outputs(ledger, Settings(topics=topics))
+    replayed = next(
+        s.value
+        for s in clean
+        if s.topic == topics.decisions and s.value["transaction_id"] == "trx-vel-10"
+    )
+    assert replayed["rule_hits"], "the replay should see the burst (the check means nothing)"
+    if live["rule_hits"] != replayed["rule_hits"]:
+        pytest.xfail(
+            "stage state lives in the worker's memory (no Faust table, no changelog): the "
+            "successor of a killed worker starts empty, so its fraud features and channel "
+            "health differ from a replay of the same events"
+        )
+    assert live["rule_hits"] == replayed["rule_hits"]
