@@ -100,45 +100,61 @@ def entity_keys(tx: Transaction) -> dict[str, str | None]:
     }
 
 
+# Per grain, the windows read from it: (window, number of buckets).
+_READS: dict[str, list[tuple[str, int]]] = {
+    grain: [(w, span) for w, (g, span) in _WINDOW_GRAIN.items() if g == grain] for grain in _GRAINS
+}
+
+
 def _add(buckets: dict[str, Any], ts: int, amount: float, failed: bool) -> None:
+    """Add one attempt; each grain is a list of [index, count, amount, failures], oldest first."""
     for grain, (seconds, _) in _GRAINS.items():
-        level = buckets.setdefault(grain, {})
-        idx = str(ts // seconds)
-        cell = level.get(idx)
-        if cell is None:
-            level[idx] = [1, amount, int(failed)]
-        else:
-            cell[0] += 1
-            cell[1] += amount
-            cell[2] += int(failed)
+        level: list[list[Any]] = buckets.setdefault(grain, [])
+        idx = ts // seconds
+        if level and level[-1][0] == idx:
+            cell = level[-1]
+        elif not level or level[-1][0] < idx:
+            cell = [idx, 0, 0.0, 0]
+            level.append(cell)
+        else:  # a late event: find or insert its bucket
+            pos = len(level)
+            while pos > 0 and level[pos - 1][0] > idx:
+                pos -= 1
+            if pos > 0 and level[pos - 1][0] == idx:
+                cell = level[pos - 1]
+            else:
+                cell = [idx, 0, 0.0, 0]
+                level.insert(pos, cell)
+        cell[1] += 1
+        cell[2] += amount
+        cell[3] += int(failed)
 
 
 def _read(buckets: dict[str, Any], ts: int) -> dict[str, list[float]]:
-    """window → [count, amount, failures] at time ts; prunes buckets too old for any window."""
-    out: dict[str, list[float]] = {w: [0, 0.0, 0] for w in WINDOWS}
+    """window → [count, amount, failures] at time ts; drops buckets too old for any window."""
+    out: dict[str, list[float]] = {}
     for grain, (seconds, keep) in _GRAINS.items():
-        level = buckets.get(grain)
-        if not level:
-            continue
+        level: list[list[Any]] | None = buckets.get(grain)
         now = ts // seconds
-        stale = []
-        for idx_text, cell in level.items():
-            idx = int(idx_text)
-            age = now - idx
-            if age >= keep:
-                stale.append(idx_text)
-                continue
-            if age < 0:
-                continue  # from a later event than this one: not in this event's past
-            for window in WINDOWS:
-                wgrain, span = _WINDOW_GRAIN[window]
-                if wgrain == grain and age < span:
-                    acc = out[window]
-                    acc[0] += cell[0]
-                    acc[1] += cell[1]
-                    acc[2] += cell[2]
-        for idx_text in stale:
-            del level[idx_text]
+        if level:
+            drop = 0
+            while drop < len(level) and now - level[drop][0] >= keep:
+                drop += 1
+            if drop:
+                del level[:drop]
+        count, amount, failures = 0, 0.0, 0
+        short = None
+        for window, span in _READS[grain]:
+            count, amount, failures = 0, 0.0, 0
+            for idx, c, a, f in level or ():
+                if idx > now:
+                    break  # from a later event than this one: not in this event's past
+                if now - idx < span:
+                    count += c
+                    amount += a
+                    failures += f
+            short = [count, amount, failures]
+            out[window] = short
     return out
 
 
@@ -150,7 +166,7 @@ def _prune_times(seen: dict[str, int], ts: int, horizon: int) -> None:
         del seen[oldest]
 
 
-def _prune_uses(uses: dict[str, list[int]], ts: int, horizon: int) -> None:
+def _prune_uses(uses: dict[str, list[Any]], ts: int, horizon: int) -> None:
     for key in [k for k, u in uses.items() if ts - u[1] >= horizon]:
         del uses[key]
     while len(uses) > MAX_DISTINCT:
@@ -172,6 +188,7 @@ class FeatureStore:
         tx_merchants: MutableMapping[str, Any] | None = None,
     ) -> None:
         self.state: MutableMapping[str, Any] = state if state is not None else {}
+        self._expired_at = 0
         self.tx_merchants: MutableMapping[str, Any] = (
             tx_merchants if tx_merchants is not None else {}
         )
@@ -194,8 +211,11 @@ class FeatureStore:
         return True
 
     def expire_labels(self, now: datetime) -> None:
-        """Forget transactions too old to be labelled any more (bounded memory)."""
+        """Forget transactions too old to be labelled any more (bounded memory; at most daily)."""
         ts = _ts(now)
+        if ts - self._expired_at < DAY:
+            return
+        self._expired_at = ts
         for tx_id in [
             k for k, v in self.tx_merchants.items() if ts - v[1] >= LABEL_RETENTION_SECONDS
         ]:
@@ -218,40 +238,17 @@ class FeatureStore:
         first_delivery = dedup not in seen
         values = row_of(tx)
 
-        # Reads before this event (for "before this one" features).
-        customer_before = _read(customer.setdefault("b", {}), ts)
-        devices: dict[str, list[int]] = customer.setdefault("devices", {})
+        devices: dict[str, list[Any]] = customer.setdefault("devices", {})
         device_key = keys["device"]
         first_use = devices.get(device_key) if device_key is not None else None
         values["new_device"] = device_key is not None and (
-            first_use is None or (not first_delivery and first_use[0] == ts)
+            first_use is None or (not first_delivery and first_use[0] == dedup)
         )
-        history = customer_before["30d"]
-        if first_delivery:
-            if history[0] > 0:
-                avg = history[1] / history[0]
-                values["amount_to_customer_avg_30d"] = amount / avg if avg > 0 else 1.0
-            else:
-                values["amount_to_customer_avg_30d"] = 1.0
-        else:
-            prev_count, prev_amount = history[0] - 1, history[1] - amount
-            avg = prev_amount / prev_count if prev_count > 0 else 0.0
-            values["amount_to_customer_avg_30d"] = amount / avg if avg > 0 else 1.0
-        values["customer_failures_1h"] = int(customer_before["1h"][2]) - (
-            int(failed) if not first_delivery else 0
-        )
-
         entries: dict[str, dict[str, Any]] = {"customer": customer}
         for entity in ENTITIES[1:]:
             key = keys[entity]
             if key is not None:
                 entries[entity] = self._entry(entity, key)
-        if "device" in entries:
-            before = _read(entries["device"].setdefault("b", {}), ts)
-            values["device_failures_1h"] = int(before["1h"][2]) - (
-                int(failed) if not first_delivery else 0
-            )
-
         if first_delivery:
             seen[dedup] = ts
             for entry in entries.values():
@@ -260,6 +257,7 @@ class FeatureStore:
                 self.tx_merchants[tx.transaction_id] = [tx.merchant_id, ts, False]
         _prune_times(seen, ts, DEDUP_SECONDS)
 
+        # Every window now holds this attempt exactly once (redelivered or not).
         for entity in ENTITIES:
             entry_or_none = entries.get(entity)
             if entry_or_none is None:
@@ -268,9 +266,18 @@ class FeatureStore:
             for window in WINDOWS:
                 values[f"{entity}_count_{window}"] = int(windows[window][0])
                 values[f"{entity}_amount_{window}"] = float(windows[window][1])
+            if entity == "customer":
+                # The history before this attempt: the windows less this attempt.
+                prev_count = windows["30d"][0] - 1
+                prev_amount = windows["30d"][1] - amount
+                avg = prev_amount / prev_count if prev_count > 0 else 0.0
+                values["amount_to_customer_avg_30d"] = amount / avg if avg > 0 else 1.0
+                values["customer_failures_1h"] = int(windows["1h"][2]) - int(failed)
+            elif entity == "device":
+                values["device_failures_1h"] = int(windows["1h"][2]) - int(failed)
 
         if device_key is not None:
-            use = devices.get(device_key) or [ts, ts]
+            use = devices.get(device_key) or [dedup, ts]  # [first attempt, last use]
             use[1] = max(ts, use[1])
             devices[device_key] = use
             _prune_uses(devices, ts, 90 * DAY)

@@ -313,6 +313,234 @@ def report(
 # ---- end dashboards and report -----------------------------------------------------------------
 
 
+# ---- fraud: rules check / backtest / publish, train, evaluate (fraud issue) ---------------------
+
+
+def _fraud_progress(label: str, quiet: bool = False) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    return Progress(
+        f"[progress.description]{label}", BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=err, disable=quiet, transient=True,
+    )  # fmt: skip
+
+
+def _checked_pack(path: Path) -> Any:
+    """A pack file that passes `rules check`, compiled; exits 2 with its problems otherwise."""
+    from rules.check import check_file
+    from rules.engine import CompiledPack
+
+    if not path.exists():
+        usage_error(f"{path}: no such file")
+    result = check_file(path)
+    if not result.ok or result.pack is None:
+        for problem in result.problems:
+            err.print(str(problem), highlight=False, markup=False, soft_wrap=True)
+        usage_error(f"{path}: {len(result.problems)} problem(s); the pack was not used")
+    return CompiledPack(result.pack)
+
+
+def _fraud_model(model: Path | None) -> Any:
+    from models.artifact import DEFAULT_DIR, MANIFEST, ArtifactError, load_model
+
+    path = model or DEFAULT_DIR
+    if model is None and not (DEFAULT_DIR / MANIFEST).exists():
+        return None
+    try:
+        return load_model(path)
+    except ArtifactError as exc:
+        usage_error(f"--model {path}: {exc}")
+
+
+@rules_app.command("check")
+def rules_check(
+    pack: Annotated[Path, typer.Argument(help="rule pack YAML file")],
+) -> None:
+    """Check a rule pack: syntax, names, types, duplicate ids, and every rule's own examples."""
+    from rules.check import check_file
+
+    if not pack.exists():
+        usage_error(f"{pack}: no such file")
+    try:
+        result = check_file(pack)
+    except OSError as exc:
+        usage_error(f"{pack}: cannot read ({exc.strerror})")
+    for note in result.notes:
+        err.print(f"note: {note}", highlight=False, markup=False)
+    if not result.ok:
+        for problem in result.problems:
+            err.print(str(problem), highlight=False, markup=False, soft_wrap=True)
+        usage_error(f"{pack}: {len(result.problems)} problem(s)")
+    assert result.pack is not None
+    err.print(
+        f"{pack}: {result.pack.label} ok: {len(result.pack.rules)} rules, "
+        f"{result.examples_run} examples pass",
+        highlight=False,
+    )
+
+
+@rules_app.command("backtest")
+def rules_backtest(
+    pack: Annotated[Path, typer.Argument(help="candidate rule pack YAML file")],
+    events: Annotated[Path, typer.Option("--events", help="replay-format events (JSON lines)")],
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="FraudLabel lines: precision and recall")
+    ] = None,
+    against: Annotated[
+        Path | None, typer.Option("--against", help="the active pack (default: the shipped one)")
+    ] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="fraud model directory")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="write the results as CSV")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Decisions under PACK against the active pack over the same replayed history."""
+    from rich.console import Console
+
+    from models.history import HistoryError
+    from rules.backtest import backtest, render, write_csv
+    from rules.pack import DEFAULT_PACK
+
+    candidate = _checked_pack(pack)
+    active = _checked_pack(against or load_settings().rules_pack or DEFAULT_PACK)
+    for label, path in (("--events", events), ("--labels", labels)):
+        if path is not None and not path.exists():
+            usage_error(f"{label} {path}: no such file")
+    fraud_model = _fraud_model(model)
+    with _fraud_progress("backtest", quiet) as progress:
+        task = progress.add_task("backtest", total=None)
+
+        def tick(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        try:
+            result = backtest(candidate, active, events, labels=labels, model=fraud_model,
+                              progress=tick)
+        except HistoryError as exc:
+            usage_error(str(exc))
+    out = Console()
+    for table in render(result):
+        out.print(table)
+    if csv_out is not None:
+        write_csv(result, csv_out)
+        err.print(f"wrote {csv_out}", highlight=False)
+
+
+@rules_app.command("publish")
+def rules_publish(
+    pack: Annotated[Path, typer.Argument(help="rule pack YAML file")],
+    broker: Annotated[str | None, typer.Option("--broker", help="Kafka URL")] = None,
+) -> None:
+    """Check a pack, then send it to pantau.rules: running workers switch to it live."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from streams.fraud import publish_pack
+
+    compiled = _checked_pack(pack)
+    settings = load_settings(broker=broker)
+    published = compiled.pack.model_copy(update={"published_at": datetime.now(UTC)})
+    try:
+        asyncio.run(publish_pack(published, settings.broker, settings.topics.rules))
+    except Exception as exc:  # the broker's errors: unreachable, timeouts
+        err.print(f"[bold red]error:[/] publishing to {settings.broker}: {exc}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    err.print(
+        f"published {published.label} ({len(published.rules)} rules) to {settings.topics.rules}",
+        highlight=False,
+    )
+
+
+@app.command()
+def train(
+    events: Annotated[Path, typer.Argument(help="replay-format events (JSON lines)")],
+    labels: Annotated[Path, typer.Option("--labels", help="FraudLabel lines (the targets)")],
+    out: Annotated[Path, typer.Option("--out", help="model directory to write")],
+    kind: Annotated[str, typer.Option(help="hgb (gradient boosting) or logreg")] = "hgb",
+    holdout: Annotated[
+        float, typer.Option(min=0.05, max=0.8, help="share of time held out")
+    ] = 0.25,
+    gap_days: Annotated[
+        float | None, typer.Option(help="label-delay gap (default: measured from the labels)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Fit the fraud model on labelled history; write the artifact, model card and curves."""
+    from datetime import timedelta
+
+    from models.artifact import ArtifactError
+    from models.history import HistoryError
+    from models.training import TrainingError
+    from models.training import train as run_train
+
+    for label, path in (("EVENTS", events), ("--labels", labels)):
+        if not path.exists():
+            usage_error(f"{label} {path}: no such file")
+    if kind not in {"hgb", "logreg"}:
+        usage_error(f"--kind {kind}: must be hgb or logreg")
+    gap = timedelta(days=gap_days) if gap_days is not None else None
+    with _fraud_progress("features", quiet) as progress:
+        task = progress.add_task("features", total=None)
+
+        def tick(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        try:
+            card = run_train(events, labels, out, kind=kind, test_fraction=holdout, gap=gap,
+                             progress=tick)
+        except HistoryError as exc:
+            usage_error(str(exc))
+        except (TrainingError, ArtifactError) as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+    h = card["holdout"]
+    err.print(
+        f"{card['model_version']}: holdout AUC ROC {h['auc_roc']}, average precision "
+        f"{h['average_precision']}, precision@100/day {h['precision_at_100_mean']}; wrote {out}/",
+        highlight=False,
+    )
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="model directory")],
+    events: Annotated[Path, typer.Argument(help="replay-format events (JSON lines)")],
+    labels: Annotated[Path, typer.Option("--labels", help="FraudLabel lines")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Measure a model on labelled events: AUC ROC, average precision, precision@100 per day."""
+    import json
+
+    from models.artifact import ArtifactError
+    from models.history import HistoryError
+    from models.training import TrainingError
+    from models.training import evaluate as run_evaluate
+
+    for label, path in (("MODEL_DIR", model_dir), ("EVENTS", events), ("--labels", labels)):
+        if not path.exists():
+            usage_error(f"{label} {path}: no such file or directory")
+    with _fraud_progress("features", quiet) as progress:
+        task = progress.add_task("features", total=None)
+
+        def tick(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        try:
+            result = run_evaluate(model_dir, events, labels, progress=tick)
+        except (ArtifactError, HistoryError) as exc:
+            usage_error(str(exc))
+        except TrainingError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+    if json_out is not None:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    summary = {k: v for k, v in result.items() if k != "precision_at_100_per_day"}
+    print(json.dumps(summary, indent=2))
+
+
+# ---- end fraud ----------------------------------------------------------------------------------
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -253,3 +253,22 @@ def build_fraud(settings: Any) -> tuple[FraudScorer, list[Stage]]:
         LabelsStage(settings.topics, scorer.store, settings.max_message_bytes),
     ]
     return scorer, stages
+
+
+async def publish_pack(pack: RulePack, broker: str, topic: str) -> None:
+    """Send a pack to pantau.rules (key = pack id) and wait until the broker has it."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.sim_output import bootstrap_servers
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers(broker),
+        acks="all",
+        enable_idempotence=False,  # the embedded broker refuses InitProducerId
+        request_timeout_ms=15000,
+    )
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value=pack_message(pack), key=pack.id.encode())
+    finally:
+        await producer.stop()
