@@ -9,7 +9,7 @@ from dashboards import overview
 from models.common import Status
 from streams import metrics as m
 
-UID = "pantau-channel"
+UID = c.CHANNEL_UID
 
 CH = "$channel"
 METHOD = "$method"

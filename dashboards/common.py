@@ -318,6 +318,31 @@ def annotation(name: str, expr: str, color: str, title: str, text: str) -> db.An
     )
 
 
+# ---- links -------------------------------------------------------------------------------------
+CHANNEL_UID = "pantau-channel"  # the drill-down every per-channel series links to
+
+
+def channel_link() -> db.DashboardLink:
+    """A data link from a series labelled with a channel to that channel's drill-down."""
+    return (
+        db.DashboardLink("Open ${__field.labels.channel} in the Channel dashboard")
+        .url(f"/d/{CHANNEL_UID}?var-channel=${{__field.labels.channel}}&${{__url_time_range}}")
+        .type(dm.DashboardLinkType.LINK)
+    )
+
+
+def other_dashboards() -> db.DashboardLink:
+    """A menu of every Pantau dashboard, keeping the time range and variables."""
+    return (
+        db.DashboardLink("Pantau")
+        .type(dm.DashboardLinkType.DASHBOARDS)
+        .tags(TAGS)
+        .as_dropdown(True)
+        .include_vars(True)
+        .keep_time(True)
+    )
+
+
 # ---- assembly ----------------------------------------------------------------------------------
 Row = tuple[str, Sequence[Panel]]
 
@@ -342,6 +367,7 @@ def dashboard(
         .refresh(REFRESH)
         .tooltip(dm.DashboardCursorSync.CROSSHAIR)
         .editable()
+        .link(other_dashboards())
     )
     for variable in variables:
         board = board.with_variable(variable)

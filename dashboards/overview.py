@@ -54,7 +54,7 @@ def traffic() -> c.Panel:
         "reqps",
         c.targets((c.rate(TX, ["channel"]), "{{channel}}")),
         stacked=True,
-    )
+    ).data_links([c.channel_link()])
 
 
 def success_rate() -> c.Panel:
@@ -66,7 +66,7 @@ def success_rate() -> c.Panel:
         "percentunit",
         c.targets((success_ratio(["channel"]), "{{channel}}")),
         minimum=None,
-    )
+    ).data_links([c.channel_link()])
 
 
 def provider_error_rate() -> c.Panel:
@@ -80,7 +80,7 @@ def provider_error_rate() -> c.Panel:
             (f'max by (channel) ({c.gauge(m.PROVIDER_ERROR_RATIO)}{{window="5m"}})', "{{channel}}")
         ),
         line=c.ERROR_RATE_LINE,
-    )
+    ).data_links([c.channel_link()])
 
 
 def latency_p95() -> c.Panel:
@@ -92,7 +92,7 @@ def latency_p95() -> c.Panel:
         "s",
         c.targets((c.quantile(0.95, m.ATTEMPT_LATENCY, ["channel"]), "{{channel}}")),
         line=c.LATENCY_P95_LINE_S,
-    )
+    ).data_links([c.channel_link()])
 
 
 def channel_states() -> c.Panel:

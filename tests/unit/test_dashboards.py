@@ -183,3 +183,19 @@ def test_metric_names_reads_series_not_labels_functions_or_strings() -> None:
     assert 'channel=~"BCA"' in filled and "[1m]" in filled
     with pytest.raises(KeyError):
         queries.substitute("x{m=~\"$method\"}", {})
+
+
+def test_per_channel_overview_panels_link_to_the_channel_drill_down() -> None:
+    boards = _boards()
+    channel_uid = boards["channel"]["uid"]
+    linked = 0
+    for panel in boards["overview"]["panels"]:
+        for link in panel.get("fieldConfig", {}).get("defaults", {}).get("links", []):
+            target = f"/d/{channel_uid}?var-channel=${{__field.labels.channel}}"
+            assert link["url"].startswith(target)
+            assert any("channel) (" in t["expr"] for t in panel["targets"]), panel["title"]
+            linked += 1
+    assert linked == 4
+    for stem, board in boards.items():
+        menus = [link for link in board["links"] if link["type"] == "dashboards"]
+        assert menus and menus[0]["tags"] == common.TAGS, stem
