@@ -8,9 +8,9 @@ Times are epoch seconds of event time, so the state is plain JSON (a Faust table
   `min_attempts`; the 1-minute p95 above `failover_latency_p95_ms` for `latency_sustain_s`
   (judged only on minutes with `min_latency_samples`; a minute without enough samples neither
   breaks nor extends the breach).
-- **degrade** (healthy → degraded) when the error rate (with volume) reaches `degraded_error_rate`
-  or the 1-minute p95 exceeds `degraded_latency_p95_ms`; **recover** when both are clear again and
-  the channel has been degraded for at least the cooldown.
+- **degrade** (healthy → degraded) when the error rate (with `degraded_min_attempts`) reaches
+  `degraded_error_rate` or the 5-minute p95 exceeds `degraded_latency_p95_ms`; **recover** when
+  both are clear again and the channel has been degraded for at least the cooldown.
 - **probe** (failed_over → probing) after `probe_after_s` once the last minute of probe traffic
   (at least `min_probe_attempts`) is healthy; probing falls back to failed_over (a new failover)
   as soon as the probe traffic fails again; after a failed probe the next one waits the cooldown,
@@ -43,7 +43,8 @@ class Observation:
     provider_errors_1m: int = 0
     latency_p95_1m_ms: float | None = None
     latency_samples_1m: int = 0
-    latency_p95_ms: float | None = None  # over the rate window (a figure only)
+    latency_p95_ms: float | None = None  # over 5 minutes: judges "degraded"
+    latency_samples: int = 0
 
     @property
     def error_rate(self) -> float:
@@ -121,12 +122,12 @@ def failover_reason(obs: Observation, st: MachineState, th: Thresholds) -> str |
 
 def warning_reason(obs: Observation, th: Thresholds) -> str | None:
     """Why the channel is degraded now (below failover thresholds), or None."""
-    if obs.attempts >= th.min_attempts and obs.error_rate >= th.degraded_error_rate:
+    if obs.attempts >= th.degraded_min_attempts and obs.error_rate >= th.degraded_error_rate:
         return "provider_error_rate"
     if (
-        obs.latency_samples_1m >= th.min_latency_samples
-        and obs.latency_p95_1m_ms is not None
-        and obs.latency_p95_1m_ms > th.degraded_latency_p95_ms
+        obs.latency_samples >= th.min_latency_samples
+        and obs.latency_p95_ms is not None
+        and obs.latency_p95_ms > th.degraded_latency_p95_ms
     ):
         return "latency_p95"
     return None

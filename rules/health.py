@@ -32,6 +32,7 @@ class Thresholds(BaseModel):
     latency_sustain_s: Seconds = 900
     min_latency_samples: Count = 10
     degraded_error_rate: Fraction = 0.05
+    degraded_min_attempts: Count = 100
     degraded_latency_p95_ms: Millis = 800
     probe_ratio: Fraction = 0.05
     probe_after_s: Seconds = 60
@@ -62,6 +63,7 @@ class ThresholdOverrides(BaseModel):
     latency_sustain_s: Seconds | None = None
     min_latency_samples: Count | None = None
     degraded_error_rate: Fraction | None = None
+    degraded_min_attempts: Count | None = None
     degraded_latency_p95_ms: Millis | None = None
     probe_ratio: Fraction | None = None
     probe_after_s: Seconds | None = None
@@ -77,6 +79,7 @@ class AlertThresholds(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     api_error_rate: Fraction = 0.05
+    min_attempts: Count = 100
     latency_p95_ms: Millis = 800
     deadletter_rate: Fraction = 0.05
     deadletter_min_records: Count = 50

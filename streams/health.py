@@ -84,26 +84,38 @@ def latency_bin(latency_ms: float) -> int:
     return bisect.bisect_right(EDGES_MS, latency_ms)
 
 
-def quantile(hist: Sequence[int] | np.ndarray, q: float) -> float | None:
-    """A latency quantile (ms) from histogram counts: geometric interpolation inside the bin."""
-    total = int(sum(hist)) if not isinstance(hist, np.ndarray) else int(hist.sum())
+_EDGES = np.asarray(EDGES_MS)
+
+
+def quantiles(hist: Sequence[int] | np.ndarray, qs: Sequence[float]) -> list[float | None]:
+    """Latency quantiles (ms) from histogram counts: geometric interpolation inside the bin."""
+    counts = np.asarray(hist, dtype=np.int64)
+    cum = np.cumsum(counts)
+    total = int(cum[-1]) if len(cum) else 0
     if total == 0:
-        return None
-    rank = q * total
-    seen = 0
-    for i, n in enumerate(hist):
-        n = int(n)
-        if n and seen + n >= rank:
-            frac = (rank - seen) / n
-            if i == 0:
-                return EDGES_MS[0] * frac
-            lo = EDGES_MS[i - 1]
-            if i >= len(EDGES_MS):
-                return lo
-            hi = EDGES_MS[i]
-            return float(lo * (hi / lo) ** frac)
-        seen += n
-    return EDGES_MS[-1]
+        return [None] * len(qs)
+    out: list[float | None] = []
+    for q in qs:
+        rank = q * total
+        i = int(np.searchsorted(cum, rank, side="left"))
+        i = min(i, len(counts) - 1)
+        while counts[i] == 0:  # rank 0 falls before the first non-empty bin
+            i += 1
+        seen = int(cum[i]) - int(counts[i])
+        frac = (rank - seen) / int(counts[i])
+        if i == 0:
+            out.append(float(_EDGES[0] * frac))
+        elif i >= len(_EDGES):
+            out.append(float(_EDGES[-1]))
+        else:
+            lo, hi = float(_EDGES[i - 1]), float(_EDGES[i])
+            out.append(lo * (hi / lo) ** frac)
+    return out
+
+
+def quantile(hist: Sequence[int] | np.ndarray, q: float) -> float | None:
+    """One latency quantile (ms) from histogram counts."""
+    return quantiles(hist, (q,))[0]
 
 
 def _ms(at: datetime) -> int:
@@ -189,7 +201,8 @@ class HealthObserver:
                 agg.fails.append(at_ms)
             elif cls is not ErrorClass.UNKNOWN and (agg.last_ok is None or at_ms > agg.last_ok):
                 agg.last_ok = at_ms  # the provider answered: a run of failures ends here
-            if tx.latency_ms is not None:
+            if tx.latency_ms is not None and cls is not ErrorClass.PROVIDER:
+                # A provider error's latency is its timeout: it counts as an error, not as speed.
                 b = latency_bin(tx.latency_ms)
                 agg.latency[b] = agg.latency.get(b, 0) + 1
                 metrics.child(metrics.ATTEMPT_LATENCY, tx.channel, method).observe(
@@ -307,7 +320,7 @@ class _Ring:
 def window_stats(row: np.ndarray) -> WindowStats:
     """WindowStats from a summed bucket row."""
     attempts = int(row[ATTEMPTS])
-    hist = row[NCOUNTS:]
+    p50, p95, p99 = quantiles(row[NCOUNTS:], (0.50, 0.95, 0.99))
     return WindowStats(
         attempts=attempts,
         successes=int(row[SUCCESSES]),
@@ -317,9 +330,9 @@ def window_stats(row: np.ndarray) -> WindowStats:
         unknown_errors=int(row[UNKNOWN]),
         provider_error_rate=round(int(row[PROVIDER]) / attempts, 6) if attempts else 0.0,
         decline_rate=round(int(row[DECLINED]) / attempts, 6) if attempts else 0.0,
-        latency_p50_ms=_round(quantile(hist, 0.50)),
-        latency_p95_ms=_round(quantile(hist, 0.95)),
-        latency_p99_ms=_round(quantile(hist, 0.99)),
+        latency_p50_ms=_round(p50),
+        latency_p95_ms=_round(p95),
+        latency_p99_ms=_round(p99),
     )
 
 
@@ -335,6 +348,7 @@ class _Channel:
     runs: dict[int, list[Any]] = field(default_factory=dict)
     first_bucket: int = -1
     last_bucket: int = -1
+    method_attempts: dict[str, int] = field(default_factory=dict)  # the channel's main method
 
 
 @dataclass
@@ -416,6 +430,7 @@ class HealthStage(Stage):
         if ring is None:
             ring = ch.methods[method] = _Ring()
         ring.add(bucket, counts, delta["lat"])
+        ch.method_attempts[method] = ch.method_attempts.get(method, 0) + int(counts[ATTEMPTS])
         ch.last_bucket = max(ch.last_bucket, bucket)
         if ch.first_bucket < 0 or bucket < ch.first_bucket:
             ch.first_bucket = bucket
@@ -479,12 +494,8 @@ class HealthStage(Stage):
         lo = max(boundary - rate_window, int(st.evidence_from * 1000))
         rate_row = rows["5m"] if lo == boundary - WINDOWS["5m"] else ch.ring.total(lo, boundary)
         one = rows["1m"]
-        method = None
-        if ch.methods:
-            method = max(
-                ch.methods,
-                key=lambda m: int(ch.methods[m].total(boundary - 3_600_000, boundary)[0]),
-            )
+        method = max(ch.method_attempts, key=ch.method_attempts.__getitem__, default=None)
+        judged = quantiles(rate_row[NCOUNTS:], (0.95,))[0]
         obs = Observation(
             at=boundary / 1000,
             attempts=int(rate_row[ATTEMPTS]),
@@ -494,7 +505,8 @@ class HealthStage(Stage):
             provider_errors_1m=int(one[PROVIDER]),
             latency_p95_1m_ms=windows["1m"].latency_p95_ms,
             latency_samples_1m=int(one[NCOUNTS:].sum()),
-            latency_p95_ms=windows["5m"].latency_p95_ms,
+            latency_p95_ms=_round(judged),
+            latency_samples=int(rate_row[NCOUNTS:].sum()),
         )
         return _Eval(channel, method, windows, obs, int(rows["5m"][NCOUNTS:].sum()))
 
@@ -612,7 +624,7 @@ class HealthStage(Stage):
                 f"api_error_rate_high/{ev.channel}",
                 w.provider_error_rate,
                 a.api_error_rate,
-                w.attempts >= th.min_attempts,
+                w.attempts >= a.min_attempts,
             ),
             at=at,
             value=w.provider_error_rate,

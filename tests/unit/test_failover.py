@@ -21,6 +21,7 @@ def healthy(at: float) -> Observation:
     return Observation(
         at=at, attempts=120, provider_errors=0, consecutive_failures=0, attempts_1m=24,
         provider_errors_1m=0, latency_p95_1m_ms=300.0, latency_samples_1m=24, latency_p95_ms=300.0,
+        latency_samples=120,
     )
 
 
