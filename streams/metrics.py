@@ -78,7 +78,7 @@ TRANSACTIONS = Counter(
 )
 ATTEMPT_LATENCY = Histogram(
     "pantau_attempt_latency_seconds",
-    "Provider latency of one payment attempt",
+    "Provider latency of one answered payment attempt (provider errors, i.e. timeouts, left out)",
     ["channel", "method"],
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
