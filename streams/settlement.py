@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import heapq
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +26,7 @@ from streams.core import EventClock, Out, Record, Stage
 from streams.settings import Settings
 from streams.topics import Topics
 
+EVALUATE_EVERY_S = 10.0  # how often (event time) the settlement windows are re-judged
 RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 SETTLEMENT_RULES = RULES_DIR / "settlement.yaml"
 
@@ -172,25 +174,43 @@ class WindowCounter:
         self.window = window.total_seconds()
 
     def add(self, key: str, at: float) -> None:
-        times = list(self.state.get(key, []))
-        times.append(at)
-        if len(times) > 1 and times[-2] > at:
-            times.sort()
-        self.state[key] = times
+        times = self.state.get(key)
+        if times is None:
+            times = []
+        if times and times[-1] > at:
+            bisect.insort(times, at)
+        else:
+            times.append(at)
+        self.state[key] = times  # reassigned: a changelogged table sees the change
 
     def count(self, key: str, now: float) -> int:
-        times = self.state.get(key, [])
-        start = now - self.window
-        kept = [t for t in times if t > start]
-        if len(kept) != len(times):
-            if kept:
-                self.state[key] = kept
-            else:
+        times = self.state.get(key)
+        if not times:
+            return 0
+        cut = bisect.bisect_right(times, now - self.window)
+        if cut:
+            if cut == len(times):
                 del self.state[key]
-        return len(kept)
+                return 0
+            self.state[key] = times = times[cut:]
+        return len(times)
 
     def names(self) -> list[str]:
         return list(self.state.keys())
+
+
+def expire_front(
+    state: MutableMapping[str, Any], horizon: float, at: Callable[[Any], float]
+) -> None:
+    """Drop entries older than horizon from the front of an insertion-ordered mapping (entries
+    arrive in about event-time order, so the scan stops at the first young one)."""
+    doomed = []
+    for key, value in state.items():
+        if at(value) >= horizon:
+            break
+        doomed.append(key)
+    for key in doomed:
+        del state[key]
 
 
 # ---- the callbacks stage -----------------------------------------------------------------------
@@ -312,9 +332,7 @@ class CallbacksStage(Stage):
             if firing_here and provider not in self.failures.state:
                 out.extend(self._evaluate(str(provider)))  # its window emptied: resolve
         horizon = _epoch(self.clock.latest) - self.rules.duplicates.remember_s
-        stale = [k for k, at in self.seen.items() if at < horizon]
-        for key in stale:
-            del self.seen[key]
+        expire_front(self.seen, horizon, float)
         return out
 
 
@@ -384,6 +402,7 @@ class SettlementStage(Stage):
         )
         self.delay_window = delay_rule.window_s
         self.clock = EventClock(lateness=lateness)
+        self._next_evaluation = float("-inf")
         self._deadlines: list[tuple[float, str]] = [
             (entry["deadline"], tx_id) for tx_id, entry in self.awaiting.items()
         ]
@@ -408,7 +427,7 @@ class SettlementStage(Stage):
             elif kind == "callback":
                 self._callback(value, touched)
         metrics.SETTLEMENT_AWAITING.set(len(self.awaiting))
-        return self._evaluate(touched)
+        return []  # alerts are judged by tick(), on the event-time cadence
 
     # -- facts --
 
@@ -506,9 +525,11 @@ class SettlementStage(Stage):
         channel, method = str(entry["channel"]), str(entry["method"])
         metrics.child(metrics.SETTLEMENT_DELAY, channel, method).observe(delay)
         key = f"{channel}|{method}"
-        samples = list(self.delays.get(key, []))
+        samples = self.delays.get(key)
+        if samples is None:
+            samples = []
         samples.append([_epoch(settled), delay])
-        self.delays[key] = samples
+        self.delays[key] = samples  # reassigned: a changelogged table sees the change
         touched.add(key)
 
     # -- timers and alerts --
@@ -517,7 +538,6 @@ class SettlementStage(Stage):
         if not self.clock.started:
             return []
         now = _epoch(self.clock.watermark)
-        touched: set[str] = set()
         while self._deadlines and self._deadlines[0][0] < now:
             deadline, tx_id = heapq.heappop(self._deadlines)
             entry = self.awaiting.get(tx_id)
@@ -527,18 +547,20 @@ class SettlementStage(Stage):
             self.recent[tx_id] = {**entry, "missed": True, "final_at": deadline}
             channel, method = str(entry["channel"]), str(entry["method"])
             metrics.child(metrics.CALLBACKS_MISSING, channel, method).inc()
-            self.missing.add(channel, deadline)
+            self.missing.add(channel, now)  # when it is noticed: event time may have jumped
         for tx_id in list(self.early.keys()):
             waiting = self.early[tx_id]
             if waiting["until"] >= now:
                 break  # arrival order: the rest are younger
             self._unmatched(self.early.pop(tx_id))
         horizon = now - self.rules.duplicates.remember_s
-        for tx_id in [k for k, v in self.recent.items() if v["final_at"] < horizon]:
-            del self.recent[tx_id]
+        expire_front(self.recent, horizon, lambda v: float(v["final_at"]))
         metrics.SETTLEMENT_AWAITING.set(len(self.awaiting))
-        touched.update(self.delays.keys())
-        return self._evaluate(touched, all_channels=True)
+        if now < self._next_evaluation:
+            return []
+        # Windows slide with event time: re-judge every key every EVALUATE_EVERY_S of it.
+        self._next_evaluation = now + EVALUATE_EVERY_S
+        return self._evaluate(set(self.delays.keys()), all_channels=True)
 
     def _evaluate(self, delay_keys: set[str], *, all_channels: bool = False) -> list[Out]:
         if not self.clock.started:
@@ -547,13 +569,18 @@ class SettlementStage(Stage):
         at = self.clock.latest
         now = _epoch(self.clock.watermark)
         rule = self.rules.alerts.settlement_delay_high
+        start = now - self.delay_window
         for key in sorted(delay_keys):
-            start = now - self.delay_window
-            samples = [s for s in self.delays.get(key, []) if s[0] > start]
-            if samples:
-                self.delays[key] = samples
-            else:
-                self.delays.pop(key, None)
+            samples = self.delays.get(key) or []
+            cut = 0
+            while cut < len(samples) and samples[cut][0] <= start:
+                cut += 1  # samples arrive in about event-time order
+            if cut:
+                samples = samples[cut:]
+                if samples:
+                    self.delays[key] = samples
+                else:
+                    self.delays.pop(key, None)
             channel, method = key.split("|", 1)
             labels = {"channel": channel, "method": method}
             if not samples:
