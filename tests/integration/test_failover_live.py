@@ -1,0 +1,153 @@
+"""Live failover: two workers on 8 partitions, a BCA outage in the traffic, exactly one failover
+and one restore on gateway.failover, and the worker that owns BCA shows it on /channels/BCA."""
+
+from __future__ import annotations
+
+import random
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.broker import free_port
+from tests.integration.conftest import Received, Sandbox, WorkerProcess, consume, produce
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
+MINUTES = 36
+OUTAGE = (8, 18)  # minutes
+RATE = 3  # attempts per second of event time, over BCA, MANDIRI and BNI
+
+
+def _traffic() -> list[tuple[float, bytes, bytes]]:
+    """(event time offset in s, key, value) for MINUTES of traffic; BCA fails during OUTAGE."""
+    rnd = random.Random(3)
+    out = []
+    for i in range(MINUTES * 60 * RATE):
+        offset = i / RATE
+        channel = ("BCA", "MANDIRI", "BNI")[i % 3]
+        status, code, latency = "success", None, rnd.randint(90, 450)
+        if channel == "BCA" and OUTAGE[0] * 60 <= offset < OUTAGE[1] * 60:
+            status, code, latency = "failed", rnd.choice(["503", "504", "TIMEOUT"]), 30_000
+        elif rnd.random() < 0.02:
+            status, code = "failed", "INSUFFICIENT_FUNDS"
+        customer = f"c-{rnd.randrange(400)}"
+        value = {
+            "transaction_id": f"trx-fo-{i:06d}",
+            "merchant_id": "m-1",
+            "customer_id": customer,
+            "amount": "50000.00",
+            "currency": "IDR",
+            "method": "virtual_account",
+            "channel": channel,
+            "status": status,
+            "error_code": code,
+            "latency_ms": latency,
+            "created_at": (START + timedelta(seconds=offset)).isoformat(),
+        }
+        out.append((offset, customer.encode(), orjson.dumps(value)))
+    return out
+
+
+def _get(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, None
+
+
+def _bca(signals: list[Received]) -> list[dict[str, Any]]:
+    return [m.json() for m in signals if m.key == b"BCA"]
+
+
+def test_bca_outage_fails_over_and_restores_once(sandbox: Sandbox, tmp_path: Path) -> None:
+    topics = sandbox.topics
+    assert sandbox.settings.partitions == 8
+    workers: list[WorkerProcess] = []
+    web_ports: list[int] = []
+    metrics_ports: list[int] = []
+    try:
+        for n in range(2):
+            env = dict(sandbox.env)
+            web_ports.append(free_port())
+            metrics_ports.append(free_port())
+            env.update(
+                PANTAU_WEB_PORT=str(web_ports[-1]), PANTAU_METRICS_PORT=str(metrics_ports[-1])
+            )
+            workers.append(WorkerProcess(env, tmp_path / f"worker-{n}.log"))
+        # Both up and in the group before traffic starts (a join takes a few seconds on Tansu).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all(_get(f"http://127.0.0.1:{p}/channels")[0] == 200 for p in web_ports):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("workers did not start:\n" + workers[0].log()[-2000:])
+        time.sleep(8)
+
+        # Traffic arrives as it would live: a minute of event time at a time, so partitions
+        # advance together (within the allowed lateness) as they do when events come in real time.
+        traffic = _traffic()
+        for minute in range(MINUTES):
+            chunk = [
+                (topics.transactions, k, v)
+                for o, k, v in traffic
+                if minute * 60 <= o < minute * 60 + 60
+            ]
+            produce(sandbox.broker, chunk)
+            time.sleep(0.15)
+
+        def restored(got: list[Received]) -> bool:
+            return any(s["action"] == "restore" for s in _bca(got))
+
+        got = consume(sandbox.broker, [topics.failover], restored, timeout=120)
+        time.sleep(3)  # anything a second worker or a late batch would add
+        got = consume(sandbox.broker, [topics.failover], lambda g: len(g) >= len(got), timeout=15)
+        for w in workers:
+            assert w.process.poll() is None, w.log()[-3000:]
+        bca = _bca(got)
+        actions = [s["action"] for s in bca]
+        assert actions.count("failover") == 1, (actions, workers[0].log()[-2000:])
+        assert actions.count("restore") == 1, actions
+        assert actions[-3:] == ["failover", "probe", "restore"]
+        failover = bca[actions.index("failover")]
+        at = datetime.fromisoformat(failover["at"])
+        assert (
+            START + timedelta(minutes=OUTAGE[0])
+            < at
+            <= START + timedelta(minutes=OUTAGE[0], seconds=60)
+        )
+        assert set(failover["alternatives"]) <= {"MANDIRI", "BNI"}
+        others = [m.json() for m in got if m.key != b"BCA"]
+        assert [s for s in others if s["action"] == "failover"] == []
+
+        # Both workers took a share of the partitions: each pre-aggregated part of BCA's traffic.
+        for port in metrics_ports:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            seen = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("pantau_transactions_total{") and 'channel="BCA"' in line
+            )
+            assert 0 < seen < len(traffic) / 3, (port, seen)
+
+        # The worker that owns BCA's health answers for it; the other does not know it.
+        views = [_get(f"http://127.0.0.1:{p}/channels/BCA") for p in web_ports]
+        owners = [body for status, body in views if status == 200]
+        assert len(owners) == 1, views
+        assert owners[0]["state"] == "healthy"
+        assert owners[0]["last_signal"]["action"] == "restore"
+        assert owners[0]["windows"]["1h"]["provider_errors"] > 100
+    finally:
+        for w in workers:
+            w.stop()
