@@ -75,12 +75,33 @@ def traffic(
 # ---- what the view shows ---------------------------------------------------------------------
 
 
+WINDOW_S = 30.0  # the view's rates are over the last half minute of wall-clock time
+FLAGGED = ("review", "decline")
+
+
 @dataclass
 class ChannelRow:
+    """One channel's traffic as the view saw it: totals and a sliding window of outcomes."""
+
     attempts: int = 0
     failed: int = 0
+    recent: deque[tuple[float, bool]] = field(default_factory=deque)  # (seen at, failed)
     latencies: deque[int] = field(default_factory=lambda: deque(maxlen=500))
     state: str = "-"
+
+    def add(self, failed: bool, now: float) -> None:
+        self.attempts += 1
+        self.failed += failed
+        self.recent.append((now, failed))
+
+    def window(self, now: float) -> tuple[float, float | None]:
+        """(attempts per second, failed share) over the last WINDOW_S seconds."""
+        while self.recent and self.recent[0][0] < now - WINDOW_S:
+            self.recent.popleft()
+        n = len(self.recent)
+        if not n:
+            return 0.0, None
+        return n / WINDOW_S, sum(f for _, f in self.recent) / n
 
 
 @dataclass
@@ -96,6 +117,7 @@ class DemoView:
     counts: Counter[str] = field(default_factory=Counter)
     channels: dict[str, ChannelRow] = field(default_factory=dict)
     decisions: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=8))
+    flagged: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=8))
     actions: Counter[str] = field(default_factory=Counter)
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_dead_letter: str = ""
@@ -121,15 +143,15 @@ class DemoView:
         t = self.topics
         if topic == t.enriched:
             row = self._row(str(value.get("channel")))
-            row.attempts += 1
-            if value.get("status") == "failed":
-                row.failed += 1
+            row.add(value.get("status") == "failed", time.monotonic())
             latency = value.get("latency_ms")
             if isinstance(latency, int):
                 row.latencies.append(latency)
         elif topic == t.decisions:
             self.decisions.appendleft(value)
             self.actions[str(value.get("action"))] += 1
+            if value.get("action") in FLAGGED:
+                self.flagged.appendleft(value)
         elif topic in (t.health, t.failover):
             if value.get("channel") and value.get("state"):
                 self._row(str(value["channel"])).state = str(value["state"])
@@ -154,7 +176,8 @@ class DemoView:
             self.counts[self.topics.enriched] - first[2]
         ) / span
 
-    def render(self) -> Group:
+    def render(self, height: int = 60) -> Group:
+        """The view, cut to fit a terminal of `height` lines."""
         in_rate, out_rate = self.rates()
         uptime = time.monotonic() - self.started
         first = f"{self.first_output_s:.1f} s" if self.first_output_s is not None else "waiting…"
@@ -163,42 +186,71 @@ class DemoView:
             (f"{self.status}  ", "green" if self.status == "running" else "yellow"),
             f"up {uptime:.0f} s · in {in_rate:.0f}/s · enriched {out_rate:.0f}/s · "
             f"first output after {first}\n",
-            f"event time {self.event_time[:19] or '-'} · "
-            f"broker {self.broker_url} · metrics {self.metrics_url} · views {self.views_url}\n",
-            f"produced {self.produced} · enriched {self.counts[self.topics.enriched]} · "
+            f"event time {self.event_time[:19] or '-'} · produced {self.produced} · "
+            f"enriched {self.counts[self.topics.enriched]} · "
             f"dead letters {self.counts[self.topics.deadletter]}",
-            (f"  (last: {self.last_dead_letter})" if self.last_dead_letter else "", "dim"),
+            (f" (last: {self.last_dead_letter})" if self.last_dead_letter else "", "dim"),
+            f"\nbroker {self.broker_url} · metrics {self.metrics_url} · views {self.views_url}",
         )
-        channels = Table(title="Channels", expand=True, title_justify="left")
-        for col in ("channel", "attempts", "failed", "error rate", "p95 latency", "state"):
+        alert_rows = min(len(self.alerts), 6)
+        shown = self.flagged or self.decisions
+        decision_rows = min(len(shown), 5)
+        # What fits the terminal: the header panel (5 lines), each table's title, borders and
+        # heading (5, and 1 more for the channels' caption), or a one-line placeholder.
+        spare = (
+            height - 5 - (decision_rows + 5 if shown else 1) - (alert_rows + 5 if alert_rows else 1)
+        )
+        channel_rows = max(4, spare - 6)
+        now = time.monotonic()
+        ranked = sorted(self.channels.items(), key=lambda kv: -kv[1].attempts)
+        hidden = len(ranked) - channel_rows
+        header.no_wrap = True
+        header.overflow = "ellipsis"
+        channels = Table(
+            title=f"Channels (rates over the last {WINDOW_S:.0f} s)",
+            caption=f"+{hidden} more channels" if hidden > 0 else None,
+            expand=True,
+            title_justify="left",
+        )
+        for col in ("channel", "tx/s", "failed", "total", "p95 latency", "state"):
             channels.add_column(col, justify="left" if col in ("channel", "state") else "right")
-        for name, row in sorted(self.channels.items(), key=lambda kv: -kv[1].attempts):
-            rate = row.failed / row.attempts if row.attempts else 0.0
-            style = "red" if rate >= 0.2 else ("yellow" if rate >= 0.05 else "")
+        for name, row in ranked[:channel_rows]:
+            per_s, failed = row.window(now)
+            style = (
+                ""
+                if failed is None
+                else ("red" if failed >= 0.2 else ("yellow" if failed >= 0.05 else ""))
+            )
             channels.add_row(
                 name,
+                f"{per_s:.1f}",
+                Text("-" if failed is None else f"{failed:.1%}", style=style),
                 str(row.attempts),
-                str(row.failed),
-                Text(f"{rate:.1%}", style=style),
                 f"{_p95(row.latencies)} ms" if row.latencies else "-",
                 Text(row.state, style="red" if row.state not in ("-", "healthy") else "green"),
             )
-        decisions = Table(title="Recent fraud decisions", expand=True, title_justify="left")
-        for col in ("transaction", "channel", "action", "score", "reason"):
-            decisions.add_column(col)
-        for d in self.decisions:
+        counts = " · ".join(f"{a} {n}" for a, n in sorted(self.actions.items()))
+        decisions = Table(
+            title=f"Fraud decisions ({counts}); {'latest flagged' if self.flagged else 'latest'}",
+            expand=True,
+            title_justify="left",
+        )
+        for col, width in (("transaction", 19), ("channel", 10), ("action", 7), ("score", 5)):
+            decisions.add_column(col, no_wrap=True, min_width=width)
+        decisions.add_column("reason", no_wrap=True, overflow="ellipsis", ratio=1)
+        for d in list(shown)[:decision_rows]:
             action = str(d.get("action"))
             decisions.add_row(
                 str(d.get("transaction_id")),
                 str(d.get("channel") or "-"),
                 Text(action, style={"decline": "red", "review": "yellow"}.get(action, "green")),
                 f"{d.get('score', 0):.0f}",
-                "; ".join(d.get("reasons") or [])[:60],
+                "; ".join(d.get("reasons") or []),
             )
         alerts = Table(title="Firing alerts", expand=True, title_justify="left")
         for col in ("alert", "severity", "labels", "value", "threshold", "since"):
-            alerts.add_column(col)
-        for a in self.alerts.values():
+            alerts.add_column(col, no_wrap=True, overflow="ellipsis")
+        for a in list(self.alerts.values())[-alert_rows:]:
             alerts.add_row(
                 str(a.get("alert")),
                 Text(
@@ -207,10 +259,10 @@ class DemoView:
                 ",".join(f"{k}={v}" for k, v in (a.get("labels") or {}).items()),
                 _num(a.get("value")),
                 _num(a.get("threshold")),
-                str(a.get("started_at", ""))[:19],
+                str(a.get("started_at", ""))[11:19],  # event time of day (UTC)
             )
         parts: list[Any] = [Panel(header), channels]
-        parts.append(decisions if self.decisions else Text("no fraud decisions yet", style="dim"))
+        parts.append(decisions if shown else Text("no fraud decisions yet", style="dim"))
         parts.append(alerts if self.alerts else Text("no alerts firing", style="dim"))
         return Group(*parts)
 
@@ -224,6 +276,11 @@ class DemoView:
             f"{self.counts[t.alerts]} alerts, {self.counts[t.deadletter]} dead letters) "
             f"over {len(self.channels)} channels; first output after {first}"
         )
+
+
+def _height(console: Console) -> int:
+    """Lines the view may use: the terminal's height, or everything when not a terminal."""
+    return console.height if console.is_terminal else 200
 
 
 def _p95(values: deque[int]) -> int:
@@ -381,7 +438,7 @@ async def _watch(view: DemoView, worker: WorkerProcess, live: Live, duration: fl
             )
         if view.first_output_s is not None:
             view.status = "running"
-        live.update(view.render())
+        live.update(view.render(_height(live.console)))
         await asyncio.sleep(REFRESH_S)
 
 
@@ -412,7 +469,7 @@ async def _run(
                 task.cancel()
             await asyncio.gather(watcher, *tasks, return_exceptions=True)
             view.status = "stopped"
-            live.update(view.render())
+            live.update(view.render(_height(live.console)))
 
 
 def run(

@@ -78,3 +78,20 @@ def test_decisions_dead_letters_and_the_summary() -> None:
     assert "produced 5 inputs; saw 3 outputs" in summary
     assert "1 decisions" in summary and "2 dead letters" in summary
     assert view.first_output_s is not None
+
+
+def test_the_view_fits_the_terminal_and_prefers_flagged_decisions() -> None:
+    view = _view()
+    for i in range(18):
+        for _ in range(20 - i):
+            view.observe(T.enriched, {"channel": f"CH{i:02d}", "status": "success"})
+    for i in range(6):
+        view.observe(T.decisions, {"transaction_id": f"trx-ok-{i}", "action": "approve"})
+    view.observe(T.decisions, {"transaction_id": "trx-flag", "action": "decline", "score": 90})
+    console = Console(width=100, record=True, file=io.StringIO())
+    console.print(view.render(height=30))
+    text = console.export_text()
+    assert len(text.splitlines()) <= 30
+    assert "CH00" in text and "more channels" in text and "CH17" not in text
+    assert "trx-flag" in text and "trx-ok-5" not in text
+    assert "approve 6 · decline 1" in text
