@@ -169,3 +169,41 @@ def test_snapshots_every_ten_seconds_follow_the_state(replays: dict[str, Any], n
     view = run["stage"].channel_view(channel)
     assert view is not None and view["state"] == "healthy"
     assert view["last_signal"]["action"] == "restore"
+
+
+def _example() -> Any:
+    import importlib.util
+    import sys
+
+    path = Path(__file__).parents[2] / "examples" / "failover_consumer.py"
+    spec = importlib.util.spec_from_file_location("failover_consumer", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_example_router_follows_the_signals(
+    replays: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = _example()
+    signals = replays["bca-outage"][TOPICS.failover]
+    table = example.RoutingTable()
+    shares = []
+    for signal in signals:
+        table.apply(signal)
+        if signal["channel"] == "BCA":
+            shares.append((signal["action"], table.share("BCA")))
+            if signal["action"] == "failover":
+                assert set(table.alternatives("BCA")) <= {"MANDIRI", "BNI", "BRI", "PERMATA"}
+    assert ("failover", 0.05) in shares and shares[-1] == ("restore", 1.0)
+    # An old signal delivered again (the topic read from the start) does not undo the restore.
+    assert table.apply(next(s for s in signals if s["action"] == "failover")) is False
+    assert table.share("BCA") == 1.0
+    # Runnable on a replay's output file.
+    path = tmp_path / "gateway.failover.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(s) for s in signals))
+    assert example.main(["--file", str(path)]) == 0
+    assert "BCA" in capsys.readouterr().out
+    assert example.main(["--file", str(tmp_path / "missing.jsonl")]) == 2
