@@ -126,8 +126,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "card-testing",
             "From minute 40, for 8 minutes, one device tries about 90 small card payments with "
-            "about 70 distinct cards at a voucher merchant, mostly declined; then the cards that "
-            "worked buy expensive goods.",
+            "about 70 distinct cards at a voucher merchant, mostly declined; in the next 2 "
+            "minutes the same device buys expensive goods with three of the cards.",
             (
                 Window(
                     CARD_TESTING,

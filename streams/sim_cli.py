@@ -141,7 +141,10 @@ def run_simulate(
             summary = write_file(events, out, labels=labels, progress=show)
         else:
             assert broker is not None and settings is not None
-            summary = asyncio.run(produce(events, settings.broker, speed=speed, progress=show))
+            tail = None if loop else t0 + total
+            summary = asyncio.run(
+                produce(events, settings.broker, speed=speed, progress=show, paced_until=tail)
+            )
     where = str(out) if out is not None else broker
     err.print(f"simulated {summary.events} events into {where}", highlight=False)
     for topic, count in sorted(summary.topics.items()):

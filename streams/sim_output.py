@@ -141,10 +141,12 @@ async def produce(
     speed: float | None = None,
     progress: Callable[[SimSummary], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    paced_until: float | None = None,
 ) -> SimSummary:
     """Send events to Kafka (aiokafka), keyed as DESIGN.md §2 says. `speed` is event-time seconds
     per wall-clock second (1 = real time, 60 = an hour a minute); None sends as fast as the broker
-    takes them."""
+    takes them. Events after `paced_until` (epoch seconds: the tail of late callbacks and labels
+    that follows the simulated period) are sent at once rather than hours later."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(
@@ -163,7 +165,7 @@ async def produce(
         for event in events:
             if stop is not None and stop():
                 break
-            if speed:
+            if speed and (paced_until is None or event.at <= paced_until):
                 if event0 is None:
                     event0 = event.at
                 due = (event.at - event0) / speed - (time.monotonic() - wall0)
