@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -189,8 +190,10 @@ def load_private_key(pem: str | bytes | rsa.RSAPrivateKey) -> rsa.RSAPrivateKey:
     return key
 
 
+@functools.lru_cache(maxsize=64)
 def load_public_key(pem: str | bytes) -> rsa.RSAPublicKey:
-    """An RSA public key from PEM text (SubjectPublicKeyInfo, or a bare base64 body)."""
+    """An RSA public key from PEM text (SubjectPublicKeyInfo, or a bare base64 body); cached,
+    since the same few provider keys verify every callback."""
     text = _text(pem).strip()
     if not text.startswith(b"-----BEGIN"):
         text = b"-----BEGIN PUBLIC KEY-----\n" + text + b"\n-----END PUBLIC KEY-----\n"
