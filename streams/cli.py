@@ -176,9 +176,14 @@ def worker(
 ) -> None:
     """A Faust worker against PANTAU_BROKER (Kafka URL), until Ctrl-C or SIGTERM."""
     settings = load_settings(web_port=web_port, metrics_port=metrics_port)
+    from streams.broker import BrokerError
     from streams.worker import run
 
-    run(settings)
+    try:
+        run(settings)
+    except BrokerError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 import time
 from typing import Any
@@ -66,11 +67,8 @@ def make_worker(settings: Settings) -> tuple[Any, Any]:
     """A Faust worker for the full pipeline (not started), without the terminal spinner."""
     from streams.app import create_app
 
-    try:
-        loop = asyncio.get_event_loop()
-    except RuntimeError:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     app, runtime = create_app(settings)
     worker = QuietWorker(
         app,
@@ -84,8 +82,33 @@ def make_worker(settings: Settings) -> tuple[Any, Any]:
     return worker, runtime
 
 
-def run(settings: Settings) -> None:
-    """Run a worker until it is told to stop; serves /metrics on settings.metrics_port."""
+def wait_for_broker(url: str, wait_s: float) -> None:
+    """Wait until some bootstrap server accepts a TCP connection (works with SASL/SSL too)."""
+    from streams.broker import BrokerError, bootstrap_servers
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        for server in bootstrap_servers(url):
+            host, _, port = server.rpartition(":")
+            try:
+                with socket.create_connection((host.strip("[]"), int(port or 9092)), timeout=2):
+                    return
+            except (OSError, ValueError):
+                continue
+        if time.monotonic() > deadline:
+            raise BrokerError(
+                f"cannot reach the broker at {_safe_url(url)} (PANTAU_BROKER) "
+                f"after {wait_s:.0f} s; is it running?"
+            )
+        time.sleep(0.5)
+
+
+def run(settings: Settings, wait_s: float = 30.0) -> None:
+    """Run a worker until it is told to stop; serves /metrics on settings.metrics_port.
+
+    Raises BrokerError when no bootstrap server accepts a connection within `wait_s`.
+    """
+    wait_for_broker(settings.broker, wait_s)
     quiet_faust_logging()
     stop_metrics = None
     if settings.metrics_port:

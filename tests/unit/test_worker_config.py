@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from pathlib import Path
 
@@ -10,11 +11,11 @@ import pytest
 from pydantic import SecretStr
 
 from streams.app import EMBEDDED_SESSION_TIMEOUT_S, faust_config
-from streams.broker import bootstrap_servers
+from streams.broker import BrokerError, bootstrap_servers
 from streams.core import Out
 from streams.live import encode
 from streams.settings import Settings
-from streams.worker import RepeatFilter, _safe_url
+from streams.worker import RepeatFilter, _safe_url, wait_for_broker
 
 
 def test_embedded_profile_joins_fast_and_never_asks_for_exactly_once() -> None:
@@ -95,3 +96,13 @@ def test_repeated_library_messages_are_held_back_and_counted() -> None:
     later = _record("aiokafka.conn", template, 1, "x")
     assert repeat.filter(later)
     assert "[49 like it in the last 0 s not shown]" in later.getMessage()
+
+
+def test_worker_waits_for_a_reachable_broker_and_names_an_unreachable_one() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        wait_for_broker(f"kafka://127.0.0.1:1;kafka://127.0.0.1:{port}", 1.0)
+    with pytest.raises(BrokerError, match=r"cannot reach the broker at kafka://127\.0\.0\.1:1 "):
+        wait_for_broker("kafka://user:pw@127.0.0.1:1", 0.3)
