@@ -186,7 +186,12 @@ def to_decimal(value: Fraction) -> Decimal:
         ctx.prec = 28
         exact = Decimal(value.numerator) / Decimal(value.denominator)
     if Fraction(exact) == value:
-        return exact.normalize() if exact != 0 else Decimal("0")
+        if exact == 0:
+            return Decimal("0")
+        exact = exact.normalize()
+        # At least two places, as rates are written ("0.10", not "0.1").
+        cents = exact.quantize(Decimal("0.01"))
+        return cents if cents == exact else exact
     return exact.quantize(Decimal("1e-12"))
 
 
