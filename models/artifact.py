@@ -75,6 +75,7 @@ def save_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / ARTIFACT
     sio.dump(estimator, path)
+    _normalise_zip(path)
     untrusted = set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES)
     if untrusted:
         raise ArtifactError(f"the model holds types outside the trusted list: {sorted(untrusted)}")
@@ -87,6 +88,36 @@ def save_model(
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def _normalise_zip(path: Path) -> None:
+    """Rewrite the skops zip deflated, with fixed timestamps and array files named by their order
+    in the schema (skops names them by object id): same model, same bytes, same hash."""
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(path) as zin:
+        entries = {info.filename: zin.read(info.filename) for info in zin.infolist()}
+    schema = entries.pop("schema.json").decode("utf-8")
+    renames: dict[str, str] = {}
+    for found in re.finditer(r'"([0-9]+\.npy)"', schema):
+        renames.setdefault(found.group(1), f"array-{len(renames):04d}.npy")
+    if set(renames) != set(entries):
+        raise ArtifactError("unexpected files in the skops archive")
+    schema = re.sub(r'"([0-9]+\.npy)"', lambda m: f'"{renames[m.group(1)]}"', schema)
+    ids: dict[str, str] = {}
+    for found in re.finditer(r'"__id__": ([0-9]+)', schema):
+        ids.setdefault(found.group(1), str(len(ids) + 1))
+    schema = re.sub(r'"__id__": ([0-9]+)', lambda m: f'"__id__": {ids[m.group(1)]}', schema)
+    renamed = {renames[name]: data for name, data in entries.items()}
+    renamed["schema.json"] = schema.encode("utf-8")
+    entries = renamed
+    with zipfile.ZipFile(path, "w") as zout:
+        for name, data in sorted(entries.items()):
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zout.writestr(info, data, compresslevel=9)
 
 
 def load_model(model_dir: Path) -> Model:

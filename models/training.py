@@ -118,7 +118,8 @@ def time_split(data: Dataset, test_fraction: float = 0.25, gap: timedelta | None
 
 
 def make_estimator(kind: str) -> Any:
-    """The classifier: histogram gradient boosting (default) or logistic regression."""
+    """The classifier: logistic regression (default: as good here, 20x smaller) or histogram
+    gradient boosting."""
     if kind == "hgb":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -160,7 +161,7 @@ def train(
     labels: Path | None,
     out_dir: Path,
     *,
-    kind: str = "hgb",
+    kind: str = "logreg",
     test_fraction: float = 0.25,
     gap: timedelta | None = None,
     progress: Progress | None = None,

@@ -460,7 +460,7 @@ def train(
     events: Annotated[Path, typer.Argument(help="replay-format events (JSON lines)")],
     labels: Annotated[Path, typer.Option("--labels", help="FraudLabel lines (the targets)")],
     out: Annotated[Path, typer.Option("--out", help="model directory to write")],
-    kind: Annotated[str, typer.Option(help="hgb (gradient boosting) or logreg")] = "hgb",
+    kind: Annotated[str, typer.Option(help="logreg or hgb (gradient boosting)")] = "logreg",
     holdout: Annotated[
         float, typer.Option(min=0.05, max=0.8, help="share of time held out")
     ] = 0.25,
