@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 from collections.abc import Callable, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -213,6 +214,14 @@ def expire_front(
         del state[key]
 
 
+def bound_front(state: MutableMapping[str, Any], limit: int) -> None:
+    """Drop the oldest entries (the front of an insertion-ordered mapping) beyond `limit`."""
+    excess = len(state) - limit
+    if excess > 0:
+        for key in list(itertools.islice(iter(state), excess)):
+            del state[key]
+
+
 # ---- the callbacks stage -----------------------------------------------------------------------
 
 
@@ -293,17 +302,10 @@ class CallbacksStage(Stage):
             metrics.child(metrics.CALLBACK_FACTS, provider, fact.status.value).inc()
             value = fact.to_json()
             out.append(Out(self.topics.settlement, value["transaction_id"], value))
-        self._bound_seen()
+        bound_front(self.seen, self.rules.duplicates.max_remembered)
         for provider in touched:
             out.extend(self._evaluate(provider))
         return out
-
-    def _bound_seen(self) -> None:
-        limit = self.rules.duplicates.max_remembered
-        excess = len(self.seen) - limit
-        if excess > 0:
-            for key in list(self.seen.keys())[:excess]:
-                del self.seen[key]
 
     def _evaluate(self, provider: str) -> list[Out]:
         now = _epoch(self.clock.latest)
@@ -555,6 +557,7 @@ class SettlementStage(Stage):
             self._unmatched(self.early.pop(tx_id))
         horizon = now - self.rules.duplicates.remember_s
         expire_front(self.recent, horizon, lambda v: float(v["final_at"]))
+        bound_front(self.recent, self.rules.duplicates.max_remembered)
         metrics.SETTLEMENT_AWAITING.set(len(self.awaiting))
         if now < self._next_evaluation:
             return []

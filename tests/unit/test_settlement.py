@@ -296,3 +296,19 @@ def test_a_failed_attempt_absorbs_its_callback_and_a_retry_is_awaited() -> None:
     assert "f2" not in stage.awaiting and stage.delays["OVO|ewallet"][-1][1] == 4
     run(stage, transaction("later", T0 + timedelta(hours=2), channel="BCA"))
     assert sample("pantau_callbacks_unmatched_total", provider="xendit") == unmatched
+
+
+def test_memory_is_bounded_in_count() -> None:
+    data = rules().model_dump()
+    data["duplicates"] = {"max_remembered": 3, "remember_s": 1e9}
+    bounded = SettlementRules.model_validate(data)
+    stage = SettlementStage(TOPICS, bounded)
+    for i in range(6):
+        at = T0 + timedelta(minutes=i)
+        run(stage, transaction(f"b{i}", at), callback(f"b{i}", at + timedelta(seconds=5)))
+    assert list(stage.recent) == ["b3", "b4", "b5"]  # the oldest are forgotten first
+    verifier = build_verifier(Settings(callback_secrets={"generic": ["right"]}))
+    callbacks = CallbacksStage(TOPICS, verifier, bounded)
+    for i in range(6):
+        callbacks.process([_signed(i, T0 + timedelta(seconds=i), "right")])
+    assert len(callbacks.seen) == 3 and "generic|trx-5|settled" in callbacks.seen
