@@ -75,17 +75,36 @@ def uuid_like(rng: random.Random) -> str:
     return f"{r[:8]}-{r[8:12]}-{r[12:16]}-{r[16:20]}-{r[20:]}"
 
 
+_SECONDS: dict[int, tuple[str, str, str]] = {}
+
+
+def _second(at: float) -> tuple[str, str, str]:
+    """(WIB "Y-m-d H:M:S", WIB ISO with offset, UTC "Y-m-dTH:M:S") of a second, cached."""
+    sec = int(at)
+    hit = _SECONDS.get(sec)
+    if hit is None:
+        wib = time.gmtime(sec + 25200)
+        hit = (
+            time.strftime("%Y-%m-%d %H:%M:%S", wib),
+            time.strftime("%Y-%m-%dT%H:%M:%S+07:00", wib),
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)),
+        )
+        if len(_SECONDS) > 8192:
+            _SECONDS.clear()
+        _SECONDS[sec] = hit
+    return hit
+
+
 def _wib(at: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at + 25200))
+    return _second(at)[0]
 
 
 def _wib_iso(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S+07:00", time.gmtime(at + 25200))
+    return _second(at)[1]
 
 
 def _utc_iso(at: float) -> str:
-    ms = int((at % 1) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{ms:03d}Z"
+    return f"{_second(at)[2]}.{int((at % 1) * 1000):03d}Z"
 
 
 @dataclass(slots=True)
