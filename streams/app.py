@@ -128,7 +128,7 @@ def create_app(
         for runner in runtime.runners.values():
             await runner.tick()
 
-    probe = BrokerProbe(settings.broker)
+    probe = BrokerProbe(settings)
 
     @app.timer(interval=PROBE_INTERVAL_S, name="pantau-probe")
     async def check_broker() -> None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from streams.settings import Settings
 
@@ -56,6 +56,28 @@ def bootstrap_servers(url: str) -> list[str]:
     return servers
 
 
+def client_options(settings: Settings, url: str | None = None) -> dict[str, Any]:
+    """aiokafka connection options: the bootstrap servers and the SASL/SSL credentials of the
+    settings (keys mechanism, username, password, cafile), for clients outside Faust."""
+    options: dict[str, Any] = {"bootstrap_servers": bootstrap_servers(url or settings.broker)}
+    creds = {k: v.get_secret_value() for k, v in settings.broker_credentials.items()}
+    ssl_context = None
+    if creds.get("cafile"):
+        from aiokafka.helpers import create_ssl_context
+
+        ssl_context = create_ssl_context(cafile=creds["cafile"])
+        options["ssl_context"] = ssl_context
+        options["security_protocol"] = "SSL"
+    if creds.get("username"):
+        options.update(
+            security_protocol="SASL_SSL" if ssl_context else "SASL_PLAINTEXT",
+            sasl_mechanism=creds.get("mechanism", "PLAIN").upper(),
+            sasl_plain_username=creds["username"],
+            sasl_plain_password=creds.get("password", ""),
+        )
+    return options
+
+
 async def wait_ready(url: str, timeout: float = START_TIMEOUT_S) -> None:
     """Wait until the broker answers a Kafka metadata request."""
     from aiokafka.admin import AIOKafkaAdminClient
@@ -86,6 +108,7 @@ async def create_topics(
     partitions: int,
     replication_factor: int = 1,
     compacted: Iterable[str] = (),
+    options: dict[str, Any] | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the names it created.
 
@@ -96,7 +119,8 @@ async def create_topics(
 
     wanted = list(dict.fromkeys(topics))
     compact = set(compacted)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(url), request_timeout_ms=10000)
+    connect = {"bootstrap_servers": bootstrap_servers(url), **(options or {})}
+    admin = AIOKafkaAdminClient(request_timeout_ms=10000, **connect)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -138,6 +162,7 @@ def ensure_topics(settings: Settings, url: str | None = None) -> list[str]:
             partitions=settings.partitions,
             replication_factor=settings.replication_factor,
             compacted=settings.topics.compacted(),
+            options=client_options(settings, url),
         )
     )
 

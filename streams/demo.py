@@ -26,7 +26,7 @@ from rich.text import Text
 
 from streams.broker import (
     EmbeddedBroker,
-    bootstrap_servers,
+    client_options,
     die_with_parent,
     ensure_topics,
     free_port,
@@ -375,7 +375,7 @@ async def _produce(
 ) -> None:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker), linger_ms=5)
+    producer = AIOKafkaProducer(linger_ms=5, **client_options(settings))
     await producer.start()
     events = traffic(settings, seed=seed, rate=rate, speed=speed, start=datetime.now(UTC))
     time_fields = event_time_fields(settings.topics)
@@ -409,7 +409,7 @@ async def _consume(settings: Settings, view: DemoView, from_start: bool) -> None
 
     consumer = AIOKafkaConsumer(
         *settings.topics.outputs(),
-        bootstrap_servers=bootstrap_servers(settings.broker),
+        **client_options(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_start else "latest",

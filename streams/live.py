@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from streams import metrics
-from streams.broker import bootstrap_servers
+from streams.broker import bootstrap_servers, client_options
 from streams.codec import dead_letter
 from streams.core import Out, Record, Stage
 from streams.settings import Settings
@@ -175,7 +175,7 @@ class BroadcastReader:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers(self.url),
+            **client_options(self.settings, self.url),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -183,7 +183,9 @@ class BroadcastReader:
         )
         await consumer.start()
         try:
-            found = await topic_partitions(self.url, self.runner.stage.consumes)
+            found = await topic_partitions(
+                self.url, self.runner.stage.consumes, client_options(self.settings, self.url)
+            )
             parts = [TopicPartition(t, p) for t, ps in found.items() for p in sorted(ps)]
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
@@ -211,12 +213,15 @@ class BroadcastReader:
 
 
 async def topic_partitions(
-    url: str, topics: Sequence[str], wait_s: float = 5.0
+    url: str,
+    topics: Sequence[str],
+    options: dict[str, Any] | None = None,
+    wait_s: float = 5.0,
 ) -> dict[str, set[int]]:
     """The partition numbers of each topic (waiting briefly for topics still being created)."""
     from aiokafka.client import AIOKafkaClient
 
-    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers(url))
+    client = AIOKafkaClient(**{"bootstrap_servers": bootstrap_servers(url), **(options or {})})
     await client.bootstrap()
     try:
         deadline = time.monotonic() + wait_s
@@ -245,8 +250,8 @@ async def _caught_up(consumer: Any, ends: dict[Any, int]) -> bool:
 class BrokerProbe:
     """Answers whether the broker is reachable (a metadata round trip), for the connected gauge."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, settings: Settings) -> None:
+        self.options = client_options(settings)
         self._client: Any = None
         self.up: bool | None = None
         self._down_since = 0.0
@@ -257,7 +262,7 @@ class BrokerProbe:
 
         try:
             if self._client is None:
-                client = AIOKafkaClient(bootstrap_servers=bootstrap_servers(self.url))
+                client = AIOKafkaClient(**self.options)
                 await client.bootstrap()
                 self._client = client
             ok = bool(await self._client.fetch_all_metadata())

@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from streams.app import EMBEDDED_SESSION_TIMEOUT_S, faust_config
-from streams.broker import BrokerError, bootstrap_servers
+from streams.broker import BrokerError, bootstrap_servers, client_options
 from streams.core import Out
 from streams.live import encode
 from streams.settings import Settings
@@ -106,3 +106,18 @@ def test_worker_waits_for_a_reachable_broker_and_names_an_unreachable_one() -> N
         wait_for_broker(f"kafka://127.0.0.1:1;kafka://127.0.0.1:{port}", 1.0)
     with pytest.raises(BrokerError, match=r"cannot reach the broker at kafka://127\.0\.0\.1:1 "):
         wait_for_broker("kafka://user:pw@127.0.0.1:1", 0.3)
+
+
+def test_clients_outside_faust_get_the_same_credentials() -> None:
+    plain = client_options(Settings(broker="kafka://k1:9092;kafka://k2:9092"))
+    assert plain == {"bootstrap_servers": ["k1:9092", "k2:9092"]}
+    creds = {"mechanism": "scram-sha-256", "username": "pantau", "password": "pw-value"}
+    settings = Settings(broker_credentials={k: SecretStr(v) for k, v in creds.items()})
+    sasl = client_options(settings, "kafka://other:9093")
+    assert sasl == {
+        "bootstrap_servers": ["other:9093"],
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_plain_username": "pantau",
+        "sasl_plain_password": "pw-value",
+    }
