@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from models.common import Method
 from streams import scenarios as sc
+from streams.signatures import build_callback
 from streams.sim_callbacks import (
     EXPIRED,
     FAILED,
@@ -81,33 +82,27 @@ class SimEvent:
 
 
 class _Attempt:
-    """A payment attempt waiting to happen (a retry or a scenario's injected attempt)."""
+    """A payment attempt waiting to happen (a retry or a scenario's injected attempt); the class
+    attributes are the defaults, an instance holds only what differs."""
 
-    __slots__ = (
-        "amount", "attempt", "card", "category", "channel", "cross_border", "customer",
-        "decline_p", "device", "fraud", "includes_vat", "ip", "ip_country", "luxury",
-        "merchant", "retries", "tag", "tid",
-    )  # fmt: skip
-
-    def __init__(self) -> None:
-        self.tid = ""
-        self.customer = ""
-        self.merchant = 0
-        self.amount = 0
-        self.channel: Channel = CHANNELS[0]
-        self.category = ""
-        self.luxury: str | None = None
-        self.cross_border = False
-        self.includes_vat = True
-        self.card: tuple[str, str, str] | None = None
-        self.device: str | None = None
-        self.ip: str | None = None
-        self.ip_country: str | None = None
-        self.attempt = 1
-        self.fraud = False
-        self.tag: str | None = None
-        self.decline_p: float | None = None
-        self.retries = True
+    tid = ""
+    customer = ""
+    merchant = 0
+    amount = 0
+    channel: Channel = CHANNELS[0]
+    category = ""
+    luxury: str | None = None
+    cross_border = False
+    includes_vat = True
+    card: tuple[str, str, str] | None = None
+    device: str | None = None
+    ip: str | None = None
+    ip_country: str | None = None
+    attempt = 1
+    fraud = False
+    tag: str | None = None
+    decline_p: float | None = None
+    retries = True
 
 
 # Heap item kinds.
@@ -512,7 +507,7 @@ class Simulator:
             return "failed", _weighted(rng, DECLINES[ch.method]), latency, "declined"
         return ("pending" if ch.method in DEFERRED else "success"), None, latency, None
 
-    def _transaction(self, att: _Attempt, at: float) -> Iterator[SimEvent]:
+    def _transaction(self, att: _Attempt, at: float) -> SimEvent:
         """Evaluate an attempt at `at`: the transaction event, and what follows it."""
         rng = self.rng
         prefix, day = self._stamps(at)
@@ -547,7 +542,7 @@ class Simulator:
         tag = att.tag if att.tag else ("retry" if att.attempt > 1 else None)
         if self.invalid_rate and rng.random() < self.invalid_rate:
             tag = "invalid:" + _corrupt_transaction(value, rng)
-        yield SimEvent(self.tx_topic, att.customer, value, att.fraud, tag, at)
+        event = SimEvent(self.tx_topic, att.customer, value, att.fraud, tag, at)
         # Retries: same transaction_id, a later created_at.
         if status == "failed":
             assert error_class is not None
@@ -560,8 +555,9 @@ class Simulator:
                 if ch.method is not Method.CARD and rng.random() < 0.3:
                     att.channel = rng.choice(self.by_method[ch.method])
                 self._push(at + max(2.0, 25 * math.exp(rng.gauss(0.0, 0.8))), _ATTEMPT, att)
-                return
+                return event
         self._follow_up(att, at, status, error_class)
+        return event
 
     def _follow_up(self, att: _Attempt, at: float, status: str, error_class: str | None) -> None:
         """Schedule the callback and the fraud label that follow a final attempt."""
@@ -618,9 +614,7 @@ class Simulator:
 
     def _callback(
         self, payment: Payment, provider: str, outcome: str, event_at: float, at: float
-    ) -> Iterator[SimEvent]:
-        from streams.signatures import build_callback
-
+    ) -> SimEvent:
         rng = self.rng
         body, options = callback_body(provider, payment, outcome, event_at, rng)
         received = datetime.fromtimestamp(at, UTC)
@@ -638,7 +632,7 @@ class Simulator:
         if self.invalid_rate and rng.random() < self.invalid_rate:
             sent = dict(value)  # duplicates below repeat the genuine callback
             tag = "invalid:" + _corrupt_callback(sent, rng)
-        yield SimEvent(self.cb_topic, payment.transaction_id, sent, None, tag, at)
+        event = SimEvent(self.cb_topic, payment.transaction_id, sent, None, tag, at)
         copies = 0
         if self._in_storm(at):
             copies = rng.randint(1, 3)
@@ -653,10 +647,9 @@ class Simulator:
                 self.cb_topic, payment.transaction_id, dup, None, "duplicate", dup_at
             )
             self._push(dup_at, _EMIT, dup_event)
+        return event
 
-    def _forge(self, at: float, storm_end: float) -> Iterator[SimEvent]:
-        from streams.signatures import build_callback
-
+    def _forge(self, at: float, storm_end: float) -> SimEvent:
         rng = self.rng
         # Forgers claim that unpaid orders were paid: they target pending VA and payment-code
         # payments (providers snap, xendit, doku), real ones or made-up ids.
@@ -699,14 +692,15 @@ class Simulator:
             signed_at=datetime.fromtimestamp(signed, UTC),
             **options,
         )
-        yield SimEvent(self.cb_topic, payment.transaction_id, value, None, "forged:" + kind, at)
+        event = SimEvent(self.cb_topic, payment.transaction_id, value, None, "forged:" + kind, at)
         nxt = at + rng.expovariate(3.0)
         if nxt < storm_end:
             self._push(nxt, _FORGE, storm_end)
+        return event
 
     # ---- balances ------------------------------------------------------------------------------
 
-    def _balance(self, m: int, first: float, k: int, cycle_end: float) -> Iterator[SimEvent]:
+    def _balance(self, m: int, first: float, k: int, cycle_end: float) -> SimEvent:
         rng = self.rng
         at = first + k * BALANCE_EVERY_S
         balance = self.merch_balance[m]
@@ -736,10 +730,11 @@ class Simulator:
         if self.invalid_rate and rng.random() < self.invalid_rate:
             item["currency"] = "USD"
             tag = "invalid:currency"
-        yield SimEvent(self.bal_topic, self.merch_ids[m], item, None, tag, at)
+        event = SimEvent(self.bal_topic, self.merch_ids[m], item, None, tag, at)
         nxt = first + (k + 1) * BALANCE_EVERY_S
         if nxt < cycle_end:
             self._push(nxt, _BALANCE, (m, first, k + 1, cycle_end))
+        return event
 
     # ---- the stream ----------------------------------------------------------------------------
 
@@ -751,26 +746,29 @@ class Simulator:
         frac = hours - math.floor(hours)
         return self.rate * (HOURLY_FACTOR[h] * (1 - frac) + HOURLY_FACTOR[(h + 1) % 24] * frac)
 
-    def _pop(self) -> Iterator[SimEvent]:
+    def _pop(self) -> SimEvent:
         at, _, kind, payload = heapq.heappop(self.heap)
         if kind == _EMIT:
-            yield payload
-        elif kind == _ATTEMPT:
-            yield from self._transaction(payload, at)
-        elif kind == _CALLBACK:
+            event: SimEvent = payload
+            return event
+        if kind == _ATTEMPT:
+            return self._transaction(payload, at)
+        if kind == _CALLBACK:
             payment, provider, outcome, event_at = payload
-            yield from self._callback(payment, provider, outcome, event_at, at)
-        elif kind == _BALANCE:
-            yield from self._balance(*payload)
-        else:
-            yield from self._forge(at, payload)
+            return self._callback(payment, provider, outcome, event_at, at)
+        if kind == _BALANCE:
+            return self._balance(*payload)
+        return self._forge(at, payload)
 
     def events(self) -> Iterator[SimEvent]:
         """Every event in event-time order (forever when looping)."""
         rng = self.rng
         heap = self.heap
+        pop = self._pop
+        transaction = self._transaction
+        new_attempt = self._new_attempt
+        rate_at = self._rate_at
         self._start_cycle(self.t0)
-        end = self.t0 + self.duration
         at = self.t0 + rng.expovariate(self._rate_at(self.t0))
         while True:
             if at >= self.cycle_start + self.duration:
@@ -779,12 +777,11 @@ class Simulator:
                 self._start_cycle(self.cycle_start + self.duration)
                 continue
             while heap and heap[0][0] <= at:
-                yield from self._pop()
-            yield from self._transaction(self._new_attempt(at), at)
-            at += rng.expovariate(self._rate_at(at))
-        del end
+                yield pop()
+            yield transaction(new_attempt(at), at)
+            at += rng.expovariate(rate_at(at))
         while heap:
-            yield from self._pop()
+            yield pop()
 
 
 def _bisect(cum: list[float], x: float) -> int:
