@@ -466,8 +466,14 @@ class SettlementStage(Stage):
             }
             return
         self.recent.pop(tx_id, None)
+        known = self.awaiting.get(tx_id)
         self.awaiting[tx_id] = entry
-        heapq.heappush(self._deadlines, (deadline, tx_id))
+        if known is None or known["deadline"] != deadline:  # a redelivery adds no second timer
+            heapq.heappush(self._deadlines, (deadline, tx_id))
+            if len(self._deadlines) > 2 * len(self.awaiting) + 1024:
+                # Timers of finalized or superseded attempts: rebuild from what still waits.
+                self._deadlines = [(e["deadline"], k) for k, e in self.awaiting.items()]
+                heapq.heapify(self._deadlines)
         waiting = self.early.pop(tx_id, None)
         if waiting:
             for fact in waiting["facts"]:

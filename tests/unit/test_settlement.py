@@ -312,3 +312,12 @@ def test_memory_is_bounded_in_count() -> None:
     for i in range(6):
         callbacks.process([_signed(i, T0 + timedelta(seconds=i), "right")])
     assert len(callbacks.seen) == 3 and "generic|trx-5|settled" in callbacks.seen
+
+
+def test_a_redelivered_transaction_keeps_one_timer() -> None:
+    stage = SettlementStage(TOPICS, rules())
+    for _ in range(3):
+        run(stage, transaction("v1", T0))
+    assert stage._deadlines == [(stage.awaiting["v1"]["deadline"], "v1")]
+    run(stage, transaction("v1", T0 + timedelta(minutes=1)))  # a later attempt: a new deadline
+    assert len(stage._deadlines) == 2 and len(stage.awaiting) == 1
