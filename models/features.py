@@ -347,16 +347,27 @@ def row_of(tx: Transaction) -> dict[str, Any]:
 def columns(
     rows: Sequence[dict[str, Any]], names: Iterable[str] | None = None
 ) -> dict[str, np.ndarray]:
-    """Rows of values → one typed numpy column per name (what vectorised rules read)."""
+    """Rows of values → one typed numpy column per name (strings as object arrays)."""
+    import operator
+
+    wanted = list(names if names is not None else SCHEMA)
+    if not wanted:
+        return {}
+    if rows:
+        getter = operator.itemgetter(*wanted)
+        picked = [getter(row) for row in rows] if len(wanted) > 1 else [(getter(r),) for r in rows]
+        transposed = list(zip(*picked, strict=True))
+    else:
+        transposed = [() for _ in wanted]
     out: dict[str, np.ndarray] = {}
-    for name in names if names is not None else SCHEMA:
+    for name, data in zip(wanted, transposed, strict=True):
         kind = SCHEMA[name]
-        zero = ZERO[kind]
-        data = [row.get(name, zero) for row in rows]
         if kind == "string":
-            out[name] = np.asarray(data, dtype=np.str_) if data else np.empty(0, dtype=np.str_)
+            arr = np.empty(len(data), dtype=object)
+            arr[:] = data
+            out[name] = arr
         else:
-            out[name] = np.asarray(data, dtype=DTYPES[kind])
+            out[name] = np.array(data, dtype=DTYPES[kind])
     return out
 
 

@@ -59,7 +59,8 @@ def decide(
         if shadow:
             continue
         total += rule.score
-        forced.add(rule.action.value)
+        if rule.action.value != "score":
+            forced.add(rule.action.value)
         reasons.append(reason_text(rule.reason, rule.description, row))
     score = round(min(100.0, max(0.0, total)), 2)
     thresholds = pack.thresholds
@@ -69,6 +70,7 @@ def decide(
         action = Action.REVIEW
     else:
         action = Action.APPROVE
+    by_score = action
     if "decline" in forced:
         action = Action.DECLINE
     elif "allow" in forced:
@@ -77,7 +79,7 @@ def decide(
         action = Action.REVIEW
     if model_score is not None and model_score >= 0.5:
         reasons.append(f"model score {model_score:.2f}")
-    if not forced and action != Action.APPROVE:
+    if action == by_score and action != Action.APPROVE:
         reasons.append(f"score {score:g} ≥ {action.value} threshold")
     return FraudDecision(
         transaction_id=transaction_id,

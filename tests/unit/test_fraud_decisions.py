@@ -1,0 +1,154 @@
+"""Decisions from rules and the model; the rules stage swaps packs atomically or refuses them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from models.features import FeatureStore
+from models.inputs import Transaction
+from models.outputs import Action
+from rules.engine import CompiledPack
+from rules.pack import RulePack, default_pack
+from streams.core import Record
+from streams.fraud import FraudScorer, LabelsStage, RulesStage, pack_message
+from streams.topics import Topics
+
+T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
+TOPICS = Topics()
+
+
+def tx(i: int, **fields: Any) -> Transaction:
+    base: dict[str, Any] = {
+        "transaction_id": f"trx-{i}", "merchant_id": "m-1", "customer_id": "c-1",
+        "amount": "150000.00", "currency": "IDR", "method": "card", "channel": "VISA",
+        "status": "success", "created_at": (T0 + timedelta(seconds=i)).isoformat(),
+        "card_bin": "411111", "card_last4": "1234", "card_country": "ID",
+        "device_id": "d-1", "ip": "203.0.113.7", "ip_country": "ID",
+    }  # fmt: skip
+    base.update(fields)
+    return Transaction.model_validate(base)
+
+
+def pack(version: int = 1, **overrides: Any) -> RulePack:
+    data: dict[str, Any] = {
+        "id": "t", "version": version, "model_weight": 100,
+        "rules": [
+            {"id": "big", "description": "big amount", "expression": "amount > 1000000.0",
+             "action": "score", "score": 70, "reason": "IDR {amount:,.0f}"},
+            {"id": "huge", "description": "huge amount", "expression": "amount > 5000000.0",
+             "action": "decline", "score": 0},
+            {"id": "vip", "description": "allow-listed customer",
+             "expression": 'customer_id == "c-vip"', "action": "allow", "score": -50},
+            {"id": "foreign", "description": "foreign card", "expression": "country_mismatch",
+             "action": "review", "score": 10, "mode": "shadow"},
+            {"id": "retry", "description": "failed before", "expression":
+             "customer_failures_1h >= 1", "action": "review", "score": 5},
+        ],
+    }  # fmt: skip
+    data.update(overrides)
+    return RulePack.model_validate(data)
+
+
+def scorer(p: RulePack | None = None) -> FraudScorer:
+    return FraudScorer(CompiledPack(p or pack()), model=None, store=FeatureStore())
+
+
+def test_score_thresholds_and_forcing_actions() -> None:
+    s = scorer()
+    small, big, huge, vip = s.score(
+        [
+            tx(1, amount="100000"),
+            tx(2, amount="2000000"),
+            tx(3, amount="6000000"),
+            tx(4, amount="2000000", customer_id="c-vip"),
+        ]
+    )
+    assert (small.action, small.score, small.rule_hits) == (Action.APPROVE, 0.0, [])
+    assert big.action == Action.REVIEW and big.score == 70.0  # ≥ 65 by threshold
+    assert big.reasons == ["IDR 2,000,000", "score 70 ≥ review threshold"]
+    assert huge.action == Action.DECLINE and huge.score == 70.0  # forced by the decline rule
+    assert vip.action == Action.APPROVE and vip.score == 20.0  # allow forces approve
+    for decision in (small, big, huge, vip):
+        assert decision.rules_version == "t-1"
+        assert decision.decided_at == T0 + timedelta(seconds=int(decision.transaction_id[4:]))
+        assert decision.model_version is None and decision.model_score is None
+
+
+def test_shadow_hits_are_reported_but_never_act() -> None:
+    (decision,) = scorer().score([tx(1, card_country="US")])
+    assert [(h.rule_id, h.shadow) for h in decision.rule_hits] == [("foreign", True)]
+    assert decision.action == Action.APPROVE and decision.score == 0.0
+    assert decision.reasons == []
+
+
+def test_review_rule_forces_review_below_the_threshold() -> None:
+    (_, second) = scorer().score([tx(1, status="failed"), tx(2)])
+    assert second.score == 5.0 and second.action == Action.REVIEW
+    assert second.reasons == ["failed before"]
+
+
+def test_the_default_model_and_pack_decide_with_their_versions() -> None:
+    from streams.fraud import load_compiled, load_model_dir
+
+    s = FraudScorer(load_compiled(None), load_model_dir(None))
+    decisions = s.score([tx(i) for i in range(3)])
+    assert all(d.rules_version == default_pack().label for d in decisions)
+    assert all(d.model_version and d.model_version.startswith("fraud-") for d in decisions)
+    assert all(d.model_score is not None and 0 <= d.model_score <= 1 for d in decisions)
+
+
+def rules_record(value: bytes, key: str = "t") -> Record:
+    return Record(topic=TOPICS.rules, value=value, key=key.encode())
+
+
+def test_rules_stage_swaps_packs_between_batches_and_refuses_broken_ones() -> None:
+    s = scorer()
+    stage = RulesStage(TOPICS, s)
+    assert stage.broadcast is True
+    assert s.score([tx(1, amount="2000000")])[0].action == Action.REVIEW
+
+    newer = pack(2, thresholds={"review": 80, "decline": 95})
+    assert stage.process([rules_record(pack_message(newer))]) == []
+    decision = s.score([tx(2, amount="2000000")])[0]
+    assert decision.rules_version == "t-2" and decision.action == Action.APPROVE
+
+    broken = pack(3)
+    broken.rules[0].expression = "amount > > 1"
+    out = stage.process([rules_record(pack_message(broken))])
+    alerts = [o for o in out if o.topic == TOPICS.alerts]
+    assert [(a.value["alert"], a.value["status"]) for a in alerts] == [
+        ("rule_pack_rejected", "firing")
+    ]
+    assert "t-3 refused, t-2 stays active" in alerts[0].value["summary"]
+    assert "Syntax error" in alerts[0].value["summary"]
+    assert any(o.topic == TOPICS.deadletter for o in out)
+    assert s.score([tx(3, amount="2000000")])[0].rules_version == "t-2"
+
+    # Not even a pack: refused as well; the alert is already firing, so no second message.
+    out = stage.process([rules_record(b'{"id": "t"}')])
+    assert [o.topic for o in out] == [TOPICS.deadletter]
+
+    # A good pack afterwards resolves the alert.
+    out = stage.process([rules_record(pack_message(pack(4)))])
+    assert [(o.value["alert"], o.value["status"]) for o in out] == [
+        ("rule_pack_rejected", "resolved")
+    ]
+    assert s.score([tx(4)])[0].rules_version == "t-4"
+
+
+def test_labels_stage_feeds_the_merchant_fraud_rate() -> None:
+    s = scorer()
+    stage = LabelsStage(TOPICS, s.store)
+    s.score([tx(1), tx(2)])
+    label = {"transaction_id": "trx-1", "fraud": True,
+             "reported_at": (T0 + timedelta(days=2)).isoformat()}  # fmt: skip
+    out = stage.process([Record(topic=TOPICS.labels, value=orjson.dumps(label)),
+                         Record(topic=TOPICS.labels, value=b"not json")])  # fmt: skip
+    assert [o.topic for o in out] == [TOPICS.deadletter]
+    s.score([tx(3, created_at=(T0 + timedelta(days=2, hours=1)).isoformat())])
+    row = s.rows[0]
+    assert row["merchant_frauds_30d"] == 1
+    assert row["merchant_fraud_rate_30d"] == 1 / 3
