@@ -27,6 +27,8 @@ from streams.core import EventClock, Out, Record, Stage
 from streams.settings import Settings
 from streams.topics import Topics
 
+# Headers that carry a credential rather than a signature of the request.
+CREDENTIAL_HEADERS = frozenset({"x-callback-token", "authorization", "cookie", "x-api-key"})
 EVALUATE_EVERY_S = 10.0  # how often (event time) the settlement windows are re-judged
 RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 SETTLEMENT_RULES = RULES_DIR / "settlement.yaml"
@@ -247,9 +249,13 @@ class CallbacksStage(Stage):
         failures: MutableMapping[str, Any] | None = None,
         max_bytes: int = 1_000_000,
         lateness: timedelta = timedelta(seconds=30),
+        redact: Sequence[str] = (),
     ) -> None:
         self.topics = topics
         self.verifier = verifier
+        # Secret values never reach a dead letter, even when a callback carries one (Xendit's
+        # token header is the secret itself; a leaked key may come from a foreign address).
+        self.redact = sorted({v for v in redact if len(v) >= 6}, key=len, reverse=True)
         self.rules = rules or SettlementRules()
         self.alerts = alerts or AlertTracker(topics.alerts)
         self.seen: MutableMapping[str, Any] = seen if seen is not None else {}
@@ -273,7 +279,7 @@ class CallbacksStage(Stage):
         for record in records:
             event, letter = self.decoder.decode(record)
             if letter is not None:
-                out.append(letter)
+                out.append(self._scrub(letter))
                 continue
             assert isinstance(event, Callback)
             self.clock.observe(event.received_at)
@@ -287,11 +293,7 @@ class CallbacksStage(Stage):
                 ).inc()
                 self.failures.add(provider, _epoch(event.received_at))
                 touched.add(provider)
-                out.append(
-                    dead_letter(
-                        record, f"untrusted_callback: {provider} {exc}", self.topics.deadletter
-                    )
-                )
+                out.append(self._untrusted(record, event, f"untrusted_callback: {provider} {exc}"))
                 continue
             key = f"{provider}|{fact.transaction_id}|{fact.status.value}"
             if key in self.seen:
@@ -306,6 +308,33 @@ class CallbacksStage(Stage):
         for provider in touched:
             out.extend(self._evaluate(provider))
         return out
+
+    def _untrusted(self, record: Record, callback: Callback, reason: str) -> Out:
+        """The dead letter of an untrusted callback: the callback as received, with credential
+        headers redacted and configured secret values blanked."""
+        value = callback.model_dump(mode="json")
+        value["headers"] = {
+            k: ("[redacted]" if k in CREDENTIAL_HEADERS else v) for k, v in value["headers"].items()
+        }
+        shown = Record(
+            topic=record.topic,
+            value=orjson.dumps(value),
+            key=record.key,
+            partition=record.partition,
+            offset=record.offset,
+            line=record.line,
+        )
+        return self._scrub(dead_letter(shown, reason, self.topics.deadletter))
+
+    def _scrub(self, letter: Out) -> Out:
+        if self.redact:
+            for field in ("raw", "reason"):
+                text = letter.value[field]
+                for secret in self.redact:
+                    if secret in text:
+                        text = text.replace(secret, "[redacted]")
+                letter.value[field] = text
+        return letter
 
     def _evaluate(self, provider: str) -> list[Out]:
         now = _epoch(self.clock.latest)
@@ -667,6 +696,7 @@ def build_settlement(settings: Settings) -> tuple[VatTagger, SettlementFeed, lis
             rules,
             max_bytes=settings.max_message_bytes,
             lateness=lateness,
+            redact=settings.secret_values(),
         ),
         SettlementStage(topics, rules, lateness=lateness),
         BalancesStage(

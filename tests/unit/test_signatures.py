@@ -487,3 +487,23 @@ def test_untrusted_callbacks_dead_letter_with_reason_and_masking() -> None:
     trusted = make("midtrans", body)
     [fact] = [o for o in stage.process([_record(trusted, 2)]) if o.topic == topics.settlement]
     assert fact.value["transaction_id"] == "411111******1111" == fact.key
+
+
+def test_dead_letters_never_carry_a_secret() -> None:
+    topics = Topics()
+    check = verifier(callback_allowlists={"xendit": ["18.141.95.0/28"]})
+    stage = CallbacksStage(topics, check, redact=list(SECRETS.values()))
+    # The right token from a foreign address (a leaked key), and a body quoting a secret.
+    leaked = make("xendit", XENDIT_INVOICE, source_ip="45.77.36.12")
+    quoting = make("generic", {"note": SECRETS["doku"]}, secret="forger")
+    out = stage.process([_record(leaked, 1), _record(quoting, 2)])
+    letters = [o.value for o in out if o.topic == topics.deadletter]
+    assert [letter["reason"].split(":")[1].split()[1] for letter in letters] == [
+        "source_not_allowed",
+        "signature_mismatch",
+    ]
+    text = orjson.dumps(letters).decode()
+    assert not [name for name, secret in SECRETS.items() if secret in text]
+    raw = orjson.loads(letters[0]["raw"])
+    assert raw["headers"]["x-callback-token"] == "[redacted]"
+    assert raw["body"] == leaked.body and raw["source_ip"] == "45.77.36.12"
