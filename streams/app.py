@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,17 @@ class Runtime:
     stages: list[Stage]
     runners: dict[str, StageRunner] = field(default_factory=dict)
     broadcasts: list[BroadcastReader] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    first_batch_s: float | None = None  # seconds from start to the first batch processed
+
+    def batch_done(self) -> None:
+        if self.first_batch_s is None:
+            self.first_batch_s = time.monotonic() - self.started
+            print(
+                f"pantau worker: first events processed {self.first_batch_s:.1f} s after start",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def stage(self, name: str) -> Stage | None:
         return next((s for s in self.stages if s.name == name), None)
@@ -119,7 +132,7 @@ def create_app(
         if stage.broadcast:
             runtime.broadcasts.append(BroadcastReader(runner, settings))
         else:
-            _add_agent(app, settings, runner)
+            _add_agent(app, settings, runner, runtime)
     for reader in runtime.broadcasts:
         app.task(_broadcast_task(reader))
 
@@ -155,7 +168,7 @@ def _broadcast_task(reader: BroadcastReader) -> Any:
     return run
 
 
-def _add_agent(app: faust.App, settings: Settings, runner: StageRunner) -> None:
+def _add_agent(app: faust.App, settings: Settings, runner: StageRunner, runtime: Runtime) -> None:
     topic = app.topic(
         *runner.stage.consumes,
         key_type=bytes,
@@ -178,6 +191,7 @@ def _add_agent(app: faust.App, settings: Settings, runner: StageRunner) -> None:
                 for e in events
             ]
             await runner.handle(records, [e.message.timestamp for e in events])
+            runtime.batch_done()
 
     app.agent(topic, name=f"pantau-{runner.stage.name}")(agent)
 

@@ -94,7 +94,6 @@ class StageRunner:
         self._batch_size = metrics.child(metrics.BATCH_SIZE, stage.name)
         self._lag = metrics.child(metrics.CONSUMER_LAG_SECONDS, stage.name)
         self.processed = 0
-        self.first_processed_at: float | None = None  # time.time() of the first batch done
 
     def _run(self, records: Sequence[Record]) -> list[Out]:
         try:
@@ -132,8 +131,6 @@ class StageRunner:
         self._count(records, outs)
         self._observe_lag(timestamps)
         self.processed += len(records)
-        if self.first_processed_at is None:
-            self.first_processed_at = time.time()
 
     async def tick(self) -> None:
         """Let the stage emit what its event time makes due, and send it."""

@@ -108,12 +108,14 @@ def run(settings: Settings, wait_s: float = 30.0) -> None:
 
     Raises BrokerError when no bootstrap server accepts a connection within `wait_s`.
     """
+    started = time.monotonic()
     wait_for_broker(settings.broker, wait_s)
     quiet_faust_logging()
     stop_metrics = None
     if settings.metrics_port:
         stop_metrics = metrics.serve(settings.metrics_port)
-    worker, _runtime = make_worker(settings)
+    worker, runtime = make_worker(settings)
+    runtime.started = started
     print(
         f"pantau worker: broker {_safe_url(settings.broker)}, "
         f"views on :{settings.web_port}, metrics on :{settings.metrics_port}",
