@@ -1,4 +1,4 @@
-"""A live worker switches to a newly published rule pack without restarting; refuses a broken one."""
+"""A live worker switches to a newly published rule pack without restarting, refuses a bad one."""
 
 from __future__ import annotations
 
