@@ -9,9 +9,11 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from models.common import KNOWN_CHANNELS
 from rules.taxonomy import Taxonomy, TaxonomySpec
 
 DEFAULT_PATH = Path(__file__).with_name("health.yaml")
+OTHER_CHANNEL = "other"  # the metrics label of channels that are not known
 
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Seconds = Annotated[float, Field(gt=0, le=86_400)]
@@ -96,6 +98,7 @@ class HealthRules(BaseModel):
     channels: dict[str, ThresholdOverrides] = Field(default_factory=dict)
     alerts: AlertThresholds = Field(default_factory=AlertThresholds)
     taxonomy: TaxonomySpec = Field(default_factory=TaxonomySpec)
+    max_channels: Annotated[int, Field(ge=1, le=100_000)] = 200
 
     @field_validator("version", mode="before")
     @classmethod
@@ -140,6 +143,14 @@ class HealthRules(BaseModel):
             cache[channel] = found
         return found
 
+    def metric_channel(self, channel: str) -> str:
+        """The channel's metrics label: known channels (models.common.KNOWN_CHANNELS and those
+        under `channels:`) are themselves; any other is "other", so a gateway that sends made-up
+        channel values cannot create series without bound."""
+        if channel in KNOWN_CHANNELS or channel in self.channels:
+            return channel
+        return OTHER_CHANNEL
+
     @cached_property
     def classifier(self) -> Taxonomy:
         """The taxonomy, ready to classify error codes."""
@@ -167,9 +178,7 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
             if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
                 line = node.start_mark.line + 1
         elif (
-            isinstance(node, yaml.SequenceNode)
-            and isinstance(part, int)
-            and part < len(node.value)
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
         ):
             node = node.value[part]
             line = node.start_mark.line + 1

@@ -158,6 +158,7 @@ class HealthObserver:
         self._order: deque[int] = deque()
         self._dedup_size = dedup_size
         self._records: dict[int, list[int]] = {}  # bucket → [records, dead letters]
+        self._labels: dict[str, str] = {}
 
     def _duplicate(self, tx: Transaction, at_ms: int) -> bool:
         return self._seen_before(hash((tx.transaction_id, at_ms, tx.status.value)))
@@ -184,8 +185,11 @@ class HealthObserver:
             status = tx.status.value
             method = tx.method.value
             cls = self.classify(status, tx.error_code)
+            label = self._labels.get(tx.channel)
+            if label is None:
+                label = self._labels[tx.channel] = self.rules.metric_channel(tx.channel)
             metrics.child(
-                metrics.TRANSACTIONS, tx.channel, method, status, cls.value if cls else NO_ERROR
+                metrics.TRANSACTIONS, label, method, status, cls.value if cls else NO_ERROR
             ).inc()
             key = (tx.channel, method, bucket)
             agg = pending.get(key)
@@ -205,9 +209,7 @@ class HealthObserver:
                 # A provider error's latency is its timeout: it counts as an error, not as speed.
                 b = latency_bin(tx.latency_ms)
                 agg.latency[b] = agg.latency.get(b, 0) + 1
-                metrics.child(metrics.ATTEMPT_LATENCY, tx.channel, method).observe(
-                    tx.latency_ms / 1000
-                )
+                metrics.child(metrics.ATTEMPT_LATENCY, label, method).observe(tx.latency_ms / 1000)
         latest = _ms(self.clock.latest)
         out = [self._delta(key, agg, latest) for key, agg in pending.items()]
         out.extend(self._records_deltas(latest))
@@ -283,7 +285,7 @@ class _Ring:
     __slots__ = ("rows", "starts")
 
     def __init__(self) -> None:
-        self.rows = np.zeros((RING, NCOUNTS + NBINS), dtype=np.int64)
+        self.rows = np.zeros((RING, NCOUNTS + NBINS), dtype=np.int32)  # 157 kB a channel
         self.starts = np.full(RING, -1, dtype=np.int64)
 
     def slot(self, bucket: int) -> int | None:
@@ -303,14 +305,14 @@ class _Ring:
             return False
         row = self.rows[i]
         n = min(len(counts), NCOUNTS)
-        row[:n] += np.asarray(counts[:n], dtype=np.int64)
+        row[:n] += np.asarray(counts[:n], dtype=np.int32)
         for b, n in latency:
             row[NCOUNTS + int(b)] += int(n)
         return True
 
     def total(self, lo: int, hi: int) -> np.ndarray:
         mask = (self.starts >= lo) & (self.starts < hi)
-        return np.asarray(self.rows[mask].sum(axis=0))
+        return np.asarray(self.rows[mask].sum(axis=0, dtype=np.int64))
 
     def provider_errors(self, bucket: int) -> int:
         i = (bucket // BUCKET_MS) % RING
@@ -343,7 +345,6 @@ def _round(value: float | None) -> float | None:
 @dataclass
 class _Channel:
     ring: _Ring = field(default_factory=_Ring)
-    methods: dict[str, _Ring] = field(default_factory=dict)
     # bucket → [latest non-failure (ms) or None, provider failure times after it]
     runs: dict[int, list[Any]] = field(default_factory=dict)
     first_bucket: int = -1
@@ -385,7 +386,7 @@ class HealthStage(Stage):
         self.next_eval: int | None = None
         self.snapshots: dict[str, dict[str, Any]] = {}
         self.last_signal: dict[str, dict[str, Any]] = {}
-        self.methods_seen: dict[str, dict[str, Any]] = {}
+        self.dropped: set[str] = set()  # channels beyond max_channels (bounded)
 
     @property
     def consumes(self) -> tuple[str, ...]:
@@ -422,14 +423,20 @@ class HealthStage(Stage):
         method = str(delta["method"])
         ch = self.channels.get(channel)
         if ch is None:
+            if len(self.channels) >= self.rules.max_channels:
+                if channel not in self.dropped and len(self.dropped) < 1000:
+                    self.dropped.add(channel)
+                    if len(self.dropped) <= 10:  # the first few by name; the log stays bounded
+                        log.warning(
+                            "health: channel %s left out: max_channels %d reached",
+                            channel,
+                            self.rules.max_channels,
+                        )
+                return
             ch = self.channels[channel] = _Channel()
         counts = delta["n"]
         if not ch.ring.add(bucket, counts, delta["lat"]):
             return  # more than an hour late
-        ring = ch.methods.get(method)
-        if ring is None:
-            ring = ch.methods[method] = _Ring()
-        ring.add(bucket, counts, delta["lat"])
         ch.method_attempts[method] = ch.method_attempts.get(method, 0) + int(counts[ATTEMPTS])
         ch.last_bucket = max(ch.last_bucket, bucket)
         if ch.first_bucket < 0 or bucket < ch.first_bucket:
@@ -600,7 +607,8 @@ class HealthStage(Stage):
             since=_dt(tr.since * 1000),
             rules_version=self.rules.version,
         )
-        metrics.child(metrics.FAILOVER_TRANSITIONS, ev.channel, tr.action.value).inc()
+        label = self.rules.metric_channel(ev.channel)
+        metrics.child(metrics.FAILOVER_TRANSITIONS, label, tr.action.value).inc()
         out = Out.of(self.topics.failover, ev.channel, signal)
         self.last_signal[ev.channel] = out.value
         return out
@@ -691,6 +699,8 @@ class HealthStage(Stage):
 
     def _export(self, ev: _Eval, st: MachineState) -> None:
         c = ev.channel
+        if self.rules.metric_channel(c) != c:
+            return  # an unknown channel: no gauges of its own (see rules/health.yaml)
         for name, w in ev.windows.items():
             metrics.child(metrics.PROVIDER_ERROR_RATIO, c, name).set(w.provider_error_rate)
             metrics.child(metrics.DECLINE_RATIO, c, name).set(w.decline_rate)

@@ -347,3 +347,23 @@ def test_redelivered_dead_letters_count_once() -> None:
     assert [(d.key, d.value["records"], d.value["dead"]) for d in first] == [("*", 3, 3)]
     assert obs.rejected(bad) == []  # the same offsets again
     assert obs.rejected([Record(TOPICS.transactions, b"{}", partition=3, offset=0)]) != []
+
+
+def test_unknown_channels_share_one_metrics_label_and_are_capped() -> None:
+    from rules.health import load_health_rules
+
+    rules = load_health_rules().model_copy(update={"max_channels": 3})
+    obs = HealthObserver(TOPICS, rules)
+    stage = HealthStage(TOPICS, rules)
+    before = metrics.exposition().decode().count('channel="other"')
+    made_up = [tx(i, _at(i), channel=f"MERCHANT_{i:03d}") for i in range(6)]
+    feed(stage, obs.observe([tx(100, _at(0)), *made_up]))
+    text = metrics.exposition().decode()
+    assert "MERCHANT_0" not in text
+    assert text.count('channel="other"') > before
+    # The health stage tracks at most max_channels; the rest are left out (and named once).
+    assert set(stage.channels) == {"BCA", "MERCHANT_000", "MERCHANT_001"}
+    assert stage.dropped == {f"MERCHANT_{i:03d}" for i in range(2, 6)}
+    # Tracked unknown channels still get their snapshots and views.
+    feed(stage, obs.observe([tx(200, _at(60))]))
+    assert stage.channel_view("MERCHANT_000") is not None
