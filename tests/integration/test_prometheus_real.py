@@ -20,7 +20,6 @@ import yaml
 
 from dashboards import queries
 from dashboards.build import GENERATED
-from rules.pack import default_pack
 from streams.broker import free_port
 from streams.signatures import build_callback
 from streams.sim_callbacks import SIM_SECRETS, SIM_SOURCE_IPS
@@ -155,10 +154,11 @@ def stack(
                 env=sandbox.env, stdout=sim_log, stderr=subprocess.STDOUT,
             )
         # What the simulator never sends: a rule pack rollout and callbacks without a payment.
-        pack = default_pack()
-        produce_json(
-            sandbox.broker, sandbox.topics.rules, [(pack.id, pack.model_dump(mode="json"))]
+        published = subprocess.run(
+            [PANTAU, "rules", "publish", str(ROOT / "rules" / "fraud" / "core.yaml")],
+            env=sandbox.env, capture_output=True, text=True, timeout=60, check=False,
         )
+        assert published.returncode == 0, published.stdout + published.stderr
         produce_json(
             sandbox.broker,
             sandbox.topics.callbacks,
