@@ -183,7 +183,6 @@ class Simulator:
         self._build_customers()
         self._build_merchants()
         self.cycle_start = self.t0
-        self._incidents: list[sc.Incident] = []
 
     # ---- population ----------------------------------------------------------------------------
 
@@ -275,7 +274,6 @@ class Simulator:
             customers=self.n_customers,
             merchants=self.n_merchants,
         )
-        self._incidents = incidents
         self.outage: dict[str, list[tuple[float, float]]] = {}
         self.slow: dict[str, list[tuple[float, float]]] = {}
         self.delayed: dict[str, list[tuple[float, float]]] = {}
@@ -315,15 +313,10 @@ class Simulator:
             if cycle_start + phase < cycle_end:
                 self._push(cycle_start + phase, _BALANCE, (m, cycle_start + phase, 0, cycle_end))
 
-    def incidents(self) -> list[sc.Incident]:
-        """The incidents of the current cycle."""
-        return list(self._incidents)
-
     # ---- scenario injections -------------------------------------------------------------------
 
     def _injected(self, customer: str, merchant: int, channel: Channel, amount: int) -> _Attempt:
         att = _Attempt()
-        att.tid = ""
         att.customer = customer
         att.merchant = merchant
         att.channel = channel

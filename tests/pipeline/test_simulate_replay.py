@@ -152,3 +152,7 @@ def test_cli_simulate_then_replay(tmp_path: Path) -> None:
     tx_letters = sum(1 for d in letters if d["source_topic"] == TOPICS.transactions)
     assert enriched + tx_letters == sent[TOPICS.transactions]
     assert 0 < tx_letters < sent[TOPICS.transactions] * 0.15
+    # The secrets file made the replay trust the simulator's callbacks: only the deliberately
+    # broken ones are refused (without it, every callback would be).
+    cb_letters = sum(1 for d in letters if d["source_topic"] == TOPICS.callbacks)
+    assert 0 < cb_letters < sent[TOPICS.callbacks] * 0.15

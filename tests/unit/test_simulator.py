@@ -7,6 +7,7 @@ import statistics
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,18 @@ from models.inputs import BalanceSnapshot, Callback, FraudLabel, Transaction
 from models.pan import find_pans
 from streams import scenarios as sc
 from streams.cli import app
+from streams.settings import Settings
 from streams.signatures import midtrans_signature
-from streams.sim_callbacks import SIM_SECRETS, sim_settings_overrides
+from streams.sim_callbacks import (
+    FORGED_SOURCE_IPS,
+    SIM_SECRETS,
+    SIM_SOURCE_IPS,
+    SIM_SOURCE_NETWORKS,
+    sim_settings_overrides,
+)
 from streams.sim_catalog import CHANNELS, ERROR_CLASS, HOURLY_FACTOR
-from streams.sim_cli import parse_duration
-from streams.sim_output import write_file
+from streams.sim_cli import parse_duration, write_secrets_file
+from streams.sim_output import bootstrap_servers, write_file
 from streams.simulator import DEFAULT_START, SimEvent, generate, incidents
 
 MODELS: dict[str, type[BaseModel]] = {
@@ -526,6 +534,31 @@ def test_cli_simulate_is_deterministic_and_refuses_bad_options(tmp_path: Path) -
     for extra in (["--duration", "soon"], ["--start", "2026-11-21T10:00:00"], []):
         target = [] if not extra else ["--out", str(tmp_path / "d")]
         assert runner.invoke(app, ["simulate", *target, *extra]).exit_code == 2
+
+
+def test_secrets_file_configures_settings_for_the_simulator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "secrets.yaml"
+    write_secrets_file(path)
+    monkeypatch.setenv("PANTAU_SECRETS_FILE", str(path))
+    settings = Settings()
+    for provider, secret in SIM_SECRETS.items():
+        assert [s.get_secret_value() for s in settings.secrets_for(provider)] == [secret]
+        assert settings.callback_allowlists[provider] == SIM_SOURCE_NETWORKS[provider]
+        for ip in SIM_SOURCE_IPS[provider]:
+            assert any(ip_address(ip) in ip_network(n) for n in SIM_SOURCE_NETWORKS[provider])
+    assert not any(
+        ip_address(ip) in ip_network(n)
+        for ip in FORGED_SOURCE_IPS
+        for nets in SIM_SOURCE_NETWORKS.values()
+        for n in nets
+    )
+
+
+def test_bootstrap_servers() -> None:
+    assert bootstrap_servers("kafka://a:9092;kafka://b:9093") == "a:9092,b:9093"
+    assert bootstrap_servers("localhost:9092") == "localhost:9092"
 
 
 def test_parse_duration() -> None:
