@@ -176,6 +176,8 @@ class Simulator:
         self._second_cache: dict[int, tuple[str, str]] = {}
         self._recent_pending: deque[tuple[Payment, str]] = deque(maxlen=400)
         self.channel_cum = _cumulative([c.share for c in CHANNELS])
+        self.channel_total = self.channel_cum[-1]
+        self.va_prefix = {c.name: 88000 + i for i, c in enumerate(CHANNELS)}
         self.deferred_channels = [c for c in CHANNELS if c.method in DEFERRED]
         self.by_method: dict[Method, list[Channel]] = {}
         for c in CHANNELS:
@@ -207,6 +209,7 @@ class Simulator:
         n = self.n_customers
         self.cust_ids = [customer_id(i) for i in range(n)]
         self.cust_cum = _cumulative([(i + 50) ** -0.5 for i in range(n)])
+        self.cust_total = self.cust_cum[-1]
         self.cust_scale = [rng.lognormvariate(0.0, 0.5) for _ in range(n)]
         self.cust_devices = [
             [self._device()] + ([self._device()] if rng.random() < 0.3 else []) for _ in range(n)
@@ -224,6 +227,7 @@ class Simulator:
         self.merch_ids = [merchant_id(i) for i in range(n)]
         self.merch_cat = [merchant_category(i) for i in range(n)]
         self.merch_cum = _cumulative([(i + 5) ** -0.7 for i in range(n)])
+        self.merch_total = self.merch_cum[-1]
         self.merch_luxury = [rng.choice(LUXURY_TAX_RATES) for _ in range(n)]
         self.merch_cross_border = [
             cat == "digital_services" and rng.random() < 0.4 for cat in self.merch_cat
@@ -412,11 +416,11 @@ class Simulator:
     def _new_attempt(self, at: float) -> _Attempt:
         rng = self.rng
         r = rng.random
-        idx = int(_bisect(self.cust_cum, r() * self.cust_cum[-1]))
+        idx = _bisect(self.cust_cum, r() * self.cust_total)
         att = _Attempt()
         att.customer = self.cust_ids[idx]
-        att.merchant = int(_bisect(self.merch_cum, r() * self.merch_cum[-1]))
-        channel = CHANNELS[_bisect(self.channel_cum, r() * self.channel_cum[-1])]
+        att.merchant = _bisect(self.merch_cum, r() * self.merch_total)
+        channel = CHANNELS[_bisect(self.channel_cum, r() * self.channel_total)]
         self._goods(att)
         goods = GOODS[att.category]
         value = math.exp(rng.gauss(0.0, goods.sigma)) * goods.median_amount * self.cust_scale[idx]
@@ -560,7 +564,7 @@ class Simulator:
         if ch.method is Method.CARD and att.card:
             payment.card_bin, payment.card_last4 = att.card[0], att.card[1]
         if ch.method is Method.VIRTUAL_ACCOUNT:
-            payment.va_number = f"{88000 + CHANNELS.index(ch)}{rng.randrange(10_000_000):07d}"
+            payment.va_number = f"{self.va_prefix[ch.name]}{rng.randrange(10_000_000):07d}"
         delayed = False
         for s, e in self.delayed.get(ch.name, ()):
             if s <= at < e:
@@ -603,7 +607,7 @@ class Simulator:
     # ---- callbacks -----------------------------------------------------------------------------
 
     def _in_storm(self, at: float) -> bool:
-        return any(s <= at < e for s, e in self.storms)
+        return bool(self.storms) and any(s <= at < e for s, e in self.storms)
 
     def _callback(
         self, payment: Payment, provider: str, outcome: str, event_at: float, at: float
