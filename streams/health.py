@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from models.common import iso_utc
+from models.common import Method, iso_utc
 from models.inputs import Transaction
 from models.outputs import (
     ChannelHealth,
@@ -344,12 +344,32 @@ def _round(value: float | None) -> float | None:
 
 @dataclass
 class _Channel:
-    ring: _Ring = field(default_factory=_Ring)
+    """One channel: a ring of buckets per method (most channels have one), runs of failures."""
+
+    methods: dict[str, _Ring] = field(default_factory=dict)
     # bucket → [latest non-failure (ms) or None, provider failure times after it]
     runs: dict[int, list[Any]] = field(default_factory=dict)
     first_bucket: int = -1
     last_bucket: int = -1
     method_attempts: dict[str, int] = field(default_factory=dict)  # the channel's main method
+
+    def add(self, method: str, bucket: int, counts: Sequence[int], latency: Any) -> bool:
+        ring = self.methods.get(method)
+        if ring is None:
+            if len(self.methods) >= len(Method):
+                return False  # methods are a closed set; this cannot happen with valid input
+            ring = self.methods[method] = _Ring()
+        return ring.add(bucket, counts, latency)
+
+    def total(self, lo: int, hi: int) -> np.ndarray:
+        rings = iter(self.methods.values())
+        row = next(rings).total(lo, hi)
+        for ring in rings:
+            row = row + ring.total(lo, hi)
+        return row
+
+    def provider_errors(self, bucket: int) -> int:
+        return sum(ring.provider_errors(bucket) for ring in self.methods.values())
 
 
 @dataclass
@@ -435,7 +455,7 @@ class HealthStage(Stage):
                 return
             ch = self.channels[channel] = _Channel()
         counts = delta["n"]
-        if not ch.ring.add(bucket, counts, delta["lat"]):
+        if not ch.add(method, bucket, counts, delta["lat"]):
             return  # more than an hour late
         ch.method_attempts[method] = ch.method_attempts.get(method, 0) + int(counts[ATTEMPTS])
         ch.last_bucket = max(ch.last_bucket, bucket)
@@ -487,19 +507,21 @@ class HealthStage(Stage):
             run = ch.runs.get(bucket)
             if run is not None and run[0] is not None:
                 return count + len(run[1])
-            count += ch.ring.provider_errors(bucket)
+            count += ch.provider_errors(bucket)
             bucket -= BUCKET_MS
         return count
 
     def _measure(self, channel: str, ch: _Channel, boundary: int, st: MachineState) -> _Eval:
         th = self.rules.for_channel(channel)
-        rows = {
-            name: ch.ring.total(boundary - length, boundary) for name, length in WINDOWS.items()
-        }
+        rows = {name: ch.total(boundary - length, boundary) for name, length in WINDOWS.items()}
         windows = {name: window_stats(row) for name, row in rows.items()}
+        if len(ch.methods) > 1:  # per method too, as "<method>/<window>"
+            for m, ring in sorted(ch.methods.items()):
+                for name, length in WINDOWS.items():
+                    windows[f"{m}/{name}"] = window_stats(ring.total(boundary - length, boundary))
         rate_window = int(th.error_rate_window_s * 1000)
         lo = max(boundary - rate_window, int(st.evidence_from * 1000))
-        rate_row = rows["5m"] if lo == boundary - WINDOWS["5m"] else ch.ring.total(lo, boundary)
+        rate_row = rows["5m"] if lo == boundary - WINDOWS["5m"] else ch.total(lo, boundary)
         one = rows["1m"]
         method = max(ch.method_attempts, key=ch.method_attempts.__getitem__, default=None)
         judged = quantiles(rate_row[NCOUNTS:], (0.95,))[0]

@@ -367,3 +367,22 @@ def test_unknown_channels_share_one_metrics_label_and_are_capped() -> None:
     # Tracked unknown channels still get their snapshots and views.
     feed(stage, obs.observe([tx(200, _at(60))]))
     assert stage.channel_view("MERCHANT_000") is not None
+
+
+def test_a_channel_with_two_methods_has_windows_per_method() -> None:
+    txs = [tx(i, _at(i), channel="BRI") for i in range(10)]
+    txs += [
+        tx(100 + i, _at(i), channel="BRI", method="direct_debit", status="failed", code="503")
+        for i in range(4)
+    ]
+    _, outs = run(txs)
+    snap = of(outs, TOPICS.health)[-1]
+    w = snap["windows"]
+    assert (w["1m"]["attempts"], w["1m"]["provider_errors"]) == (14, 4)
+    assert w["virtual_account/1m"]["attempts"] == 10
+    assert w["virtual_account/1m"]["provider_errors"] == 0
+    assert (w["direct_debit/1m"]["attempts"], w["direct_debit/1m"]["provider_errors"]) == (4, 4)
+    assert snap["method"] == "virtual_account"  # the channel's main method
+    # A channel with one method has just the three windows.
+    _, single = run([tx(i, _at(i)) for i in range(5)])
+    assert set(of(single, TOPICS.health)[-1]["windows"]) == {"1m", "5m", "1h"}
