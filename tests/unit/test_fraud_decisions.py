@@ -152,3 +152,25 @@ def test_labels_stage_feeds_the_merchant_fraud_rate() -> None:
     row = s.rows[0]
     assert row["merchant_frauds_30d"] == 1
     assert row["merchant_fraud_rate_30d"] == 1 / 3
+
+
+def test_scoring_counts_decisions_hits_scores_and_versions() -> None:
+    from streams import metrics
+
+    def value(name: str, **labels: str) -> float:
+        found = metrics.REGISTRY.get_sample_value(name, labels)
+        return found or 0.0
+
+    before_review = value("pantau_fraud_decisions_total", action="review", channel="VISA")
+    before_shadow = value("pantau_fraud_rule_hits_total", rule="foreign", mode="shadow")
+    before_batches = value("pantau_fraud_scoring_duration_seconds_count")
+    before_scores = value("pantau_fraud_score_count")
+    s = scorer(pack(9))
+    s.score([tx(1, amount="2000000"), tx(2, card_country="US")])
+    assert (
+        value("pantau_fraud_decisions_total", action="review", channel="VISA") == before_review + 1
+    )
+    assert value("pantau_fraud_rule_hits_total", rule="foreign", mode="shadow") == before_shadow + 1
+    assert value("pantau_fraud_scoring_duration_seconds_count") == before_batches + 1
+    assert value("pantau_fraud_score_count") == before_scores + 2
+    assert value("pantau_fraud_info", rules_version="t-9", model_version="none") == 1.0
