@@ -104,8 +104,9 @@ def backtest(
         progress=progress,
     ):  # fmt: skip
         txs = batch.transactions
-        new = scorer.decide_rows(txs, batch.rows, candidate)
-        old = scorer.decide_rows(txs, batch.rows, active)
+        scores = scorer.model_scores(batch.rows)
+        new = scorer.decide_rows(txs, batch.rows, candidate, scores)
+        old = scorer.decide_rows(txs, batch.rows, active, scores)
         labels_now = truth if truth is not None else result.history.labels
         for tx, a, b in zip(txs, new, old, strict=True):
             label = labels_now.get(tx.transaction_id)
@@ -210,30 +211,26 @@ def render(result: BacktestResult) -> list[Any]:
             cells.append(_pct(rt.candidate_frauds / rt.candidate if rt.candidate else None))
         rules.add_row(*cells)
 
-    days = Table(title="Per day (WIB)")
-    for col in (
-        "day",
-        "attempts",
-        "acted: cand.",
-        "acted: active",
-        "IDR declined: cand.",
-        "IDR declined: active",
-    ):
-        days.add_column(col, justify="right")
+    days = Table(title=f"Per day (WIB): {result.candidate} / {result.active}")
+    days.add_column("day")
+    days.add_column("attempts", justify="right")
+    days.add_column("acted", justify="right")
+    days.add_column("IDR declined", justify="right")
     if result.labelled:
-        days.add_column("recall: cand.", justify="right")
-        days.add_column("recall: active", justify="right")
+        days.add_column("recall", justify="right")
+
+    def millions(value: Decimal) -> str:
+        return f"{value / 1_000_000:,.1f}M"
+
     for day, sides in sorted(result.days.items()):
         cs, as_ = sides["candidate"], sides["active"]
         cells = [
             day,
             str(cs.attempts),
-            str(cs.reviewed + cs.declined),
-            str(as_.reviewed + as_.declined),
-            idr(cs.amount_declined),
-            idr(as_.amount_declined),
+            f"{cs.reviewed + cs.declined} / {as_.reviewed + as_.declined}",
+            f"{millions(cs.amount_declined)} / {millions(as_.amount_declined)}",
         ]
         if result.labelled:
-            cells += [_pct(cs.recall), _pct(as_.recall)]
+            cells.append(f"{_pct(cs.recall)} / {_pct(as_.recall)}")
         days.add_row(*cells)
     return [summary, rules, days]

@@ -97,12 +97,22 @@ class FraudScorer:
         """Apply a batch to the feature state and return its rows (in order)."""
         return [self.store.apply(tx) for tx in transactions]
 
+    def model_scores(self, rows: list[dict[str, Any]]) -> Any:
+        """The model's probabilities for a batch of rows (None without a model)."""
+        return self.model.predict(rows) if self.model is not None else None
+
     def decide_rows(
-        self, transactions: Sequence[Transaction], rows: list[dict[str, Any]], pack: CompiledPack
+        self,
+        transactions: Sequence[Transaction],
+        rows: list[dict[str, Any]],
+        pack: CompiledPack,
+        scores: Any = None,
     ) -> list[FraudDecision]:
-        """Decisions for rows already computed, under a given pack (live pack or a backtest's)."""
+        """Decisions for rows already computed, under a given pack (live pack or a backtest's);
+        pass `scores` to reuse the model's probabilities of the same rows."""
         hits = pack.evaluate(rows)
-        scores = self.model.predict(rows) if self.model is not None else None
+        if scores is None:
+            scores = self.model_scores(rows)
         version = self.model.version if self.model is not None else None
         rules = [r.rule for r in pack.rules]
         out = []
