@@ -16,7 +16,7 @@ import faust
 import orjson
 
 from streams.core import Record, Stage
-from streams.live import BroadcastReader, BrokerProbe, Sender, StageRunner
+from streams.live import BroadcastReader, BrokerProbe, BrokerStatus, Sender, StageRunner
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,8 @@ def create_app(
     async def send(topic: str, key: bytes | None, value: bytes) -> Any:
         return await app.producer.send(topic, key, value, None, None, None)
 
-    sender = Sender(send)
+    status = BrokerStatus()
+    sender = Sender(send, status)
     for stage in runtime.stages:
         runner = StageRunner(stage, settings, sender)
         runtime.runners[stage.name] = runner
@@ -141,7 +142,7 @@ def create_app(
         for runner in runtime.runners.values():
             await runner.tick()
 
-    probe = BrokerProbe(settings)
+    probe = BrokerProbe(settings, status)
 
     @app.timer(interval=PROBE_INTERVAL_S, name="pantau-probe")
     async def check_broker() -> None:

@@ -31,13 +31,33 @@ def encode(out: Out) -> tuple[bytes | None, bytes]:
     return key, orjson.dumps(out.value)
 
 
+class BrokerStatus:
+    """Whether the broker is reachable, as the last send or probe found it: sets the connected
+    gauge and logs the outage and the recovery once each (the client's retries are not)."""
+
+    def __init__(self) -> None:
+        self.up: bool | None = None
+        self._down_since = 0.0
+
+    def report(self, ok: bool) -> None:
+        metrics.BROKER_CONNECTED.set(1 if ok else 0)
+        if not ok and self.up is not False:
+            self._down_since = time.monotonic()
+            log.warning("broker unreachable; inputs wait and outputs are retried until it is back")
+        elif ok and self.up is False:
+            away = time.monotonic() - self._down_since
+            log.warning("broker reachable again after about %.0f s", away)
+        self.up = ok
+
+
 class Sender:
     """Sends a batch of outputs without awaiting each one: every send is scheduled on the producer
     (which batches them), then all deliveries are awaited together. A failed delivery is retried
     until it succeeds, so a batch is only acknowledged once its outputs are in Kafka."""
 
-    def __init__(self, send: SendFn) -> None:
+    def __init__(self, send: SendFn, status: BrokerStatus | None = None) -> None:
         self._send = send
+        self.status = status or BrokerStatus()
         self.sent = 0
 
     async def send_all(self, outs: Sequence[Out]) -> None:
@@ -55,9 +75,9 @@ class Sender:
             ]
             self.sent += len(pending) - len(failed)
             if not failed:
-                metrics.BROKER_CONNECTED.set(1)
+                self.status.report(True)
                 return
-            metrics.BROKER_CONNECTED.set(0)
+            self.status.report(False)
             first = next(r for r in results if isinstance(r, BaseException))
             log.warning(
                 "%d of %d outputs not delivered (%s); retrying in %.1f s",
@@ -245,13 +265,12 @@ async def _caught_up(consumer: Any, ends: dict[Any, int]) -> bool:
 
 
 class BrokerProbe:
-    """Answers whether the broker is reachable (a metadata round trip), for the connected gauge."""
+    """Checks the broker is reachable (a metadata round trip) and reports it to the status."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, status: BrokerStatus) -> None:
         self.options = client_options(settings)
+        self.status = status
         self._client: Any = None
-        self.up: bool | None = None
-        self._down_since = 0.0
 
     async def check(self) -> bool:
         from aiokafka.client import AIOKafkaClient
@@ -265,15 +284,7 @@ class BrokerProbe:
             ok = bool(await self._client.fetch_all_metadata())
         except (KafkaError, OSError):
             ok = False
-        metrics.BROKER_CONNECTED.set(1 if ok else 0)
-        # The outage and the recovery are logged once each (the client's retries are not).
-        if not ok and self.up is not False:
-            self._down_since = time.monotonic()
-            log.warning("broker unreachable; inputs wait and outputs are retried until it is back")
-        elif ok and self.up is False:
-            away = time.monotonic() - self._down_since
-            log.warning("broker reachable again after about %.0f s", away)
-        self.up = ok
+        self.status.report(ok)
         return ok
 
     async def close(self) -> None:
