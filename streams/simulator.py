@@ -460,7 +460,9 @@ class Simulator:
             att.device = self._device()
             att.merchant = rng.choice(self.risky_merchants)
             self._goods(att)
-            att.amount = _price(max(value, 500_000) * rng.uniform(2, 6))
+            att.amount = min(
+                _price(max(value, 500_000) * rng.uniform(2, 6)), att.channel.max_amount
+            )
             if r() < 0.5:
                 country = rng.choice(ATTACKER_COUNTRIES)
                 att.ip, att.ip_country = self._ip(country), country

@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 from typer.testing import CliRunner
 
@@ -30,7 +32,7 @@ from streams.sim_callbacks import (
     SIM_SOURCE_NETWORKS,
     sim_settings_overrides,
 )
-from streams.sim_catalog import CHANNELS, ERROR_CLASS, HOURLY_FACTOR
+from streams.sim_catalog import CHANNELS, ERROR_CLASS, HOURLY_FACTOR, merchant_id
 from streams.sim_cli import parse_duration, write_secrets_file
 from streams.sim_output import bootstrap_servers, write_file
 from streams.simulator import DEFAULT_START, SimEvent, generate, incidents
@@ -132,6 +134,37 @@ def test_every_value_satisfies_its_contract(everything: list[SimEvent]) -> None:
     assert set(topics) == set(MODELS)
     for e in everything:
         MODELS[e.topic].model_validate(e.value)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    names=st.lists(st.sampled_from(sorted(sc.SCENARIOS)), max_size=3),
+    customers=st.integers(1, 3000),
+    merchants=st.integers(1, 300),
+    minutes=st.integers(1, 70),
+    rate=st.floats(0.05, 3.0),
+    hour=st.integers(0, 23),
+)
+def test_any_configuration_gives_valid_ordered_events(
+    seed: int, names: list[str], customers: int, merchants: int, minutes: int, rate: float,
+    hour: int,
+) -> None:  # fmt: skip
+    start = datetime(2026, 3, 1, hour, tzinfo=UTC)
+    events = list(
+        generate(
+            scenarios=names, seed=seed, start=start, duration=timedelta(minutes=minutes),
+            tx_per_second=rate, customers=customers, merchants=merchants,
+        )
+    )  # fmt: skip
+    times = [e.at for e in events]
+    assert all(a <= b for a, b in itertools.pairwise(times))
+    assert all(e.at >= start.timestamp() for e in events)
+    for e in events:
+        MODELS[e.topic].model_validate(e.value)
+        if e.topic == "payments.transactions":
+            assert not find_pans(orjson.dumps(e.value).decode())
+            assert e.value["merchant_id"] in {merchant_id(i) for i in range(merchants)}
 
 
 def test_invalid_rate_makes_tagged_events_that_the_contracts_refuse() -> None:
