@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
 
 import streams.sim_output as sim_output
 from models.artifact import ArtifactError, load_model
-from models.training import build_dataset, evaluate, time_split, train
+from models.training import build_dataset, time_split, train
+from streams.cli import app
 from streams.simulator import DEFAULT_START, generate
 
 DAYS = 6
@@ -95,7 +97,12 @@ def test_trained_model_beats_the_floors_on_the_later_holdout(
     assert set(saved["holdout"]["precision_at_100_per_day"]) >= {"2026-11-26"}
     assert (tmp_path / "model" / "model.skops").stat().st_size < 100_000
 
-    measured = evaluate(tmp_path / "model", events, labels)
+    result = CliRunner().invoke(
+        app, ["evaluate", str(tmp_path / "model"), str(events), "--labels", str(labels), "-q",
+              "--json", str(tmp_path / "eval.json")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    measured = json.loads((tmp_path / "eval.json").read_text())
     assert measured["auc_roc"] >= AUC_FLOOR
     assert measured["model_version"] == card["model_version"]
 
@@ -104,10 +111,16 @@ def test_training_twice_gives_the_same_artifact(
     history: tuple[Path, Path, dict[str, str]], tmp_path: Path
 ) -> None:
     events, labels, _ = history
-    data = build_dataset(events, labels)
-    a = train(events, labels, tmp_path / "a", data=data)
-    b = train(events, labels, tmp_path / "b", data=data)
-    assert a["model_version"] == b["model_version"]
+    result = CliRunner().invoke(
+        app, ["train", str(events), "--labels", str(labels), "--out", str(tmp_path / "a"), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    b = train(events, labels, tmp_path / "b", data=build_dataset(events, labels))
+    assert b["model_version"] in result.output
+    missing = CliRunner().invoke(
+        app, ["train", str(tmp_path / "none.jsonl"), "--labels", str(labels), "--out", "x"]
+    )
+    assert missing.exit_code == 2
     manifest_a = json.loads((tmp_path / "a" / "manifest.json").read_text())
     manifest_b = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest_a["sha256"] == manifest_b["sha256"]
