@@ -150,6 +150,10 @@ def simulate(
         Path | None,
         typer.Option("--secrets-file", help="write the simulator's callback secrets (YAML) here"),
     ] = None,
+    label_delay: Annotated[
+        str | None,
+        typer.Option("--label-delay", help="with --labels: label reported this long after (7d)"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Realistic gateway traffic with callbacks, balances and named incident/fraud scenarios."""
@@ -159,7 +163,7 @@ def simulate(
         out=out, labels=labels, scenarios=scenario or [], seed=seed, duration=duration,
         rate=rate, start=start, customers=customers, merchants=merchants,
         invalid_rate=invalid_rate, diurnal=not flat, broker=broker, speed=speed, loop=loop,
-        secrets_file=secrets_file, quiet=quiet,
+        secrets_file=secrets_file, label_delay=label_delay, quiet=quiet,
     )  # fmt: skip
 
 

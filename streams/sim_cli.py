@@ -11,7 +11,7 @@ _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.
                        r"(?:(\d+(?:\.\d+)?)s)?$")  # fmt: skip
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
     """'2h', '90m', '1h30m', '45s', '1d' or plain seconds; ValueError when it is none of them."""
     text = text.strip().lower()
     try:
@@ -22,7 +22,7 @@ def parse_duration(text: str) -> timedelta:
             raise ValueError(f"duration {text!r}: use forms like 2h, 90m, 1h30m, 45s") from None
         d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
         seconds = d * 86400 + h * 3600 + mi * 60 + s
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ValueError(f"duration {text!r}: must be positive")
     return timedelta(seconds=seconds)
 
@@ -66,6 +66,7 @@ def run_simulate(
     loop: bool,
     quiet: bool,
     secrets_file: Path | None = None,
+    label_delay: str | None = None,
 ) -> None:
     """Generate the traffic and write it to a file or produce it to Kafka; bad options exit 2."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -79,6 +80,8 @@ def run_simulate(
         usage_error("simulate: give --out FILE (replay format) or --broker URL")
     if labels is not None and out is None:
         usage_error("simulate: --labels needs --out")
+    if label_delay is not None and labels is None:
+        usage_error("simulate: --label-delay only with --labels")
     if loop and broker is None:
         usage_error("simulate: --loop only with --broker (a file must end)")
     if speed is not None and broker is None:
@@ -92,6 +95,7 @@ def run_simulate(
     try:
         resolve(names)
         span = parse_duration(duration)
+        delay = None if label_delay is None else parse_duration(label_delay, allow_zero=True)
         begin = parse_start(start) if start else DEFAULT_START
     except UnknownScenarioError as exc:
         usage_error(f"--scenario: {exc}")
@@ -138,7 +142,7 @@ def run_simulate(
             bar.update(task, completed=done, events=summary.events)
 
         if out is not None:
-            summary = write_file(events, out, labels=labels, progress=show)
+            summary = write_file(events, out, labels=labels, label_delay=delay, progress=show)
         else:
             assert broker is not None and settings is not None
             tail = None if loop else t0 + total

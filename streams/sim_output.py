@@ -59,11 +59,12 @@ class GroundTruth:
         elif event.fraud:
             known[0] = True
 
-    def lines(self) -> Iterator[bytes]:
-        """FraudLabel lines in the replay format, one per transaction, a week after it."""
-        delay = LABEL_DELAY.total_seconds()
+    def lines(self, delay: timedelta | None = None) -> Iterator[bytes]:
+        """FraudLabel lines in the replay format, one per transaction, `delay` (default a week)
+        after its first attempt."""
+        seconds = (LABEL_DELAY if delay is None else delay).total_seconds()
         for tid, (fraud, at) in self.truth.items():
-            reported = datetime.fromtimestamp(at + delay, UTC).isoformat(timespec="milliseconds")
+            reported = datetime.fromtimestamp(at + seconds, UTC).isoformat(timespec="milliseconds")
             value = {
                 "transaction_id": tid,
                 "fraud": fraud,
@@ -89,11 +90,13 @@ def write_file(
     out: Path,
     *,
     labels: Path | None = None,
+    label_delay: timedelta | None = None,
     topics: Topics | None = None,
     progress: Callable[[SimSummary], None] | None = None,
 ) -> SimSummary:
     """Write events to `out` in the replay format; with `labels`, also every transaction's
-    ground-truth FraudLabel (for `pantau train`)."""
+    ground-truth FraudLabel (for `pantau train`), reported `label_delay` after it (default
+    LABEL_DELAY, a week)."""
     topics = topics or Topics()
     summary = SimSummary()
     truth = GroundTruth(topics) if labels is not None else None
@@ -114,7 +117,7 @@ def write_file(
             fh.write(b"\n".join(buf) + b"\n")
     if truth is not None and labels is not None:
         with labels.open("wb") as fh:
-            for line in truth.lines():
+            for line in truth.lines(label_delay):
                 fh.write(line)
                 summary.labels += 1
     if progress is not None:

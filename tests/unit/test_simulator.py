@@ -550,7 +550,18 @@ def test_write_file_and_ground_truth_labels(tmp_path: Path) -> None:
     assert summary.labels == len(label_lines) == len(truth)
     assert {x["value"]["transaction_id"]: x["value"]["fraud"] for x in label_lines} == truth
     assert all(x["topic"] == "fraud.labels" for x in label_lines)
-    FraudLabel.model_validate(label_lines[0]["value"])
+    first: dict[str, float] = {}
+    for e in transactions(events):
+        first.setdefault(e.value["transaction_id"], e.at)
+    for x in label_lines:
+        label = FraudLabel.model_validate(x["value"])
+        delay = label.reported_at.timestamp() - first[label.transaction_id]
+        assert abs(delay - 7 * 86400) < 0.002  # a week later by default
+    # A shorter delay (for training on a short file) moves every report.
+    write_file(iter(events), out, labels=labels, label_delay=timedelta(hours=1))
+    for line in labels.read_bytes().splitlines():
+        label = FraudLabel.model_validate(orjson.loads(line)["value"])
+        assert abs(label.reported_at.timestamp() - first[label.transaction_id] - 3600) < 0.002
 
 
 def test_cli_simulate_is_deterministic_and_refuses_bad_options(tmp_path: Path) -> None:
@@ -564,7 +575,18 @@ def test_cli_simulate_is_deterministic_and_refuses_bad_options(tmp_path: Path) -
     bad = runner.invoke(app, ["simulate", "--out", str(tmp_path / "c"), "--scenario", "ddos"])
     assert bad.exit_code == 2
     assert "ddos" in bad.output and "bca-outage" in bad.output and "low-balance" in bad.output
-    for extra in (["--duration", "soon"], ["--start", "2026-11-21T10:00:00"], []):
+    labelled = runner.invoke(
+        app, [*args, "--out", str(tmp_path / "e"), "--labels", str(tmp_path / "l"),
+              "--label-delay", "0"],
+    )  # fmt: skip
+    assert labelled.exit_code == 0, labelled.output
+    assert (tmp_path / "l").read_bytes()
+    for extra in (
+        ["--duration", "soon"],
+        ["--start", "2026-11-21T10:00:00"],
+        [],
+        ["--label-delay", "1d"],  # without --labels
+    ):
         target = [] if not extra else ["--out", str(tmp_path / "d")]
         assert runner.invoke(app, ["simulate", *target, *extra]).exit_code == 2
 
