@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import sys
+import threading
 import time
 from typing import Any
 
@@ -14,6 +16,10 @@ import faust
 from streams import metrics
 from streams.settings import Settings
 
+log = logging.getLogger(__name__)
+
+STOP_DEADLINE_S = 10.0
+EXIT_STOP_TIMEOUT = 1
 LIBRARIES = ("faust", "mode", "aiokafka", "aiohttp", "venusian")
 REPEAT_WINDOW_S = 60.0
 
@@ -54,7 +60,36 @@ class RepeatFilter(logging.Filter):
 
 
 class QuietWorker(faust.Worker):
-    """A Faust worker without the terminal spinner, whose library logs do not repeat."""
+    """A Faust worker without the terminal spinner, whose library logs do not repeat, and which
+    exits within STOP_DEADLINE_S of SIGTERM/SIGINT even when the broker is away (Faust's own
+    shutdown waits for the broker to commit): what it could not commit is redelivered."""
+
+    _deadline: threading.Timer | None = None
+
+    def _arm_stop_deadline(self) -> None:
+        if self._deadline is not None:
+            return
+
+        def give_up() -> None:
+            log.warning(
+                "shutdown did not finish within %.0f s (broker unreachable?); exiting without "
+                "committing: the next worker redelivers what was not committed",
+                STOP_DEADLINE_S,
+            )
+            logging.shutdown()
+            os._exit(EXIT_STOP_TIMEOUT)
+
+        self._deadline = threading.Timer(STOP_DEADLINE_S, give_up)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _on_sigterm(self) -> None:
+        self._arm_stop_deadline()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._arm_stop_deadline()
+        super()._on_sigint()
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         super().on_setup_root_logger(logger, level)

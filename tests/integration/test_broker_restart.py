@@ -223,11 +223,6 @@ def test_worker_logs_the_outage_without_flooding(outage: Outage) -> None:
 STOP_LIMIT_S = 15.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a worker told to stop (SIGTERM) while the broker is away keeps retrying and does not "
-    "exit within a minute (Faust's consumer and producer shutdown wait for the broker)",
-)
 def test_worker_stops_on_sigterm_while_the_broker_is_away(tmp_path: Path) -> None:
     """A rolling restart during a broker outage: the worker must exit (its offsets stay
     uncommitted, so its successor redelivers; nothing is lost) rather than hang until SIGKILL."""
