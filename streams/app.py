@@ -16,7 +16,14 @@ import faust
 import orjson
 
 from streams.core import Record, Stage
-from streams.live import BroadcastReader, BrokerProbe, BrokerStatus, Sender, StageRunner
+from streams.live import (
+    BroadcastReader,
+    BrokerProbe,
+    BrokerStatus,
+    Sender,
+    StageRunner,
+    log_failure,
+)
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -160,9 +167,11 @@ def _broadcast_task(reader: BroadcastReader) -> Any:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # Read again from the beginning: a broadcast stage keeps the latest per key.
-                log.exception("broadcast reader of %s failed; restarting", reader.runner.stage.name)
+                log_failure(
+                    f"broadcast reader of {reader.runner.stage.name} failed; restarting", exc
+                )
                 await asyncio.sleep(2.0)
 
     run.__name__ = run.__qualname__ = f"broadcast_{reader.runner.stage.name}"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from models.pan import mask_pans
 from streams import metrics
 from streams.broker import bootstrap_servers, client_options
 from streams.codec import dead_letter
@@ -29,6 +31,12 @@ def encode(out: Out) -> tuple[bytes | None, bytes]:
     """An output's key and value as the bytes a topic carries (UTF-8 JSON value)."""
     key = out.key.encode("utf-8") if out.key is not None else None
     return key, orjson.dumps(out.value)
+
+
+def log_failure(what: str, exc: BaseException) -> None:
+    """Log an error with where it happened, its message card-masked and no local values."""
+    where = mask_pans("".join(traceback.format_tb(exc.__traceback__, limit=-3)))
+    log.error("%s: %s: %s\n%s", what, type(exc).__name__, mask_pans(str(exc))[:500], where)
 
 
 class BrokerStatus:
@@ -118,10 +126,8 @@ class StageRunner:
     def _run(self, records: Sequence[Record]) -> list[Out]:
         try:
             return self.stage.process(records)
-        except Exception:
-            log.exception(
-                "stage %s failed on a batch of %d; isolating", self.stage.name, len(records)
-            )
+        except Exception as exc:
+            log_failure(f"stage {self.stage.name} failed on a batch of {len(records)}", exc)
         outs: list[Out] = []
         for record in records:
             try:
@@ -134,8 +140,8 @@ class StageRunner:
     def _tick(self) -> list[Out]:
         try:
             return self.stage.tick()
-        except Exception:
-            log.exception("stage %s failed in tick", self.stage.name)
+        except Exception as exc:
+            log_failure(f"stage {self.stage.name} failed in tick", exc)
             return []
 
     async def handle(self, records: Sequence[Record], timestamps: Sequence[float] = ()) -> None:

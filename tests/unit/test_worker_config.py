@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from streams.app import EMBEDDED_SESSION_TIMEOUT_S, faust_config
 from streams.broker import BrokerError, bootstrap_servers, client_options
 from streams.core import Out
-from streams.live import encode
+from streams.live import encode, log_failure
 from streams.settings import Settings
 from streams.worker import RepeatFilter, _safe_url, wait_for_broker
 
@@ -121,3 +121,21 @@ def test_clients_outside_faust_get_the_same_credentials() -> None:
         "sasl_plain_username": "pantau",
         "sasl_plain_password": "pw-value",
     }
+
+
+def _fails_with_a_card_number() -> None:
+    raise ValueError("bad value 4111111111111111 in device_id")
+
+
+def test_stage_failures_are_logged_with_card_numbers_masked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    try:
+        _fails_with_a_card_number()
+    except ValueError as exc:
+        with caplog.at_level(logging.ERROR, logger="streams.live"):
+            log_failure("stage payments failed on a batch of 3", exc)
+    text = caplog.text
+    assert "stage payments failed on a batch of 3: ValueError: bad value 411111" in text
+    assert "4111111111111111" not in text
+    assert "_fails_with_a_card_number" in text  # where it happened
