@@ -116,12 +116,18 @@ async def create_topics(
     Faust refuses co-partitioned topics whose counts differ (PartitionsMismatch).
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError
 
     wanted = list(dict.fromkeys(topics))
     compact = set(compacted)
     connect = {"bootstrap_servers": bootstrap_servers(url), **(options or {})}
     admin = AIOKafkaAdminClient(request_timeout_ms=10000, **connect)
-    await admin.start()
+    try:
+        await admin.start()
+    except (KafkaError, OSError) as exc:
+        await admin.close()
+        hosts = ", ".join(connect["bootstrap_servers"])
+        raise BrokerError(f"cannot reach the broker at {hosts}: {exc}") from None
     try:
         existing = set(await admin.list_topics())
         new = [t for t in wanted if t not in existing]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import socket
@@ -484,6 +485,8 @@ def run(
     """Run the demo until `duration` seconds pass (or Ctrl-C); every process started is stopped."""
     console = console or Console()
     started = time.monotonic()
+    # The view shows the state of things; the demo's own clients' retries would only garble it.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     external = bool(os.environ.get("PANTAU_BROKER"))
     embedded: EmbeddedBroker | None = None
     with tempfile.TemporaryDirectory(prefix="pantau-demo-") as tmp:
