@@ -74,19 +74,28 @@ class Sender:
         pending = [(out.topic, *encode(out)) for out in outs]
         delay = 0.1
         while pending:
-            futures = [await self._send(topic, key, value) for topic, key, value in pending]
+            results: list[Any] = []
+            futures: list[Any] = []
+            for topic, key, value in pending:
+                try:
+                    futures.append(await self._send(topic, key, value))
+                except Exception as exc:  # refused before it was queued
+                    futures.append(_failed(exc))
             results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [
-                msg
-                for msg, res in zip(pending, results, strict=True)
-                if isinstance(res, BaseException)
-            ]
-            self.sent += len(pending) - len(failed)
+            failed = []
+            for msg, res in zip(pending, results, strict=True):
+                if not isinstance(res, BaseException):
+                    continue
+                if retriable(res):
+                    failed.append(msg)
+                else:
+                    self._drop(msg[0], len(msg[2]), res)
+            self.sent += sum(not isinstance(r, BaseException) for r in results)
             if not failed:
                 self.status.report(True)
                 return
             self.status.report(False)
-            first = next(r for r in results if isinstance(r, BaseException))
+            first = next(r for r in results if isinstance(r, BaseException) and retriable(r))
             log.warning(
                 "%d of %d outputs not delivered (%s); retrying in %.1f s",
                 len(failed),
@@ -97,6 +106,23 @@ class Sender:
             await asyncio.sleep(delay)
             delay = min(delay * 2, SEND_RETRY_MAX_S)
             pending = failed
+
+    def _drop(self, topic: str, size: int, exc: BaseException) -> None:
+        error = type(exc.__cause__ or exc).__name__
+        metrics.child(metrics.OUTPUTS_DROPPED, topic, error).inc()
+        log.error("an output to %s (%d bytes) was refused for good: %s", topic, size, error)
+
+
+async def _failed(exc: BaseException) -> None:
+    raise exc
+
+
+def retriable(exc: BaseException) -> bool:
+    """False only for a message the broker will never take (too large); everything else
+    (connection, timeout, leadership, even authorization) is retried: a stalled partition with
+    loud warnings is better than lost outputs. Faust wraps client errors in ProducerSendError."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, BaseException) else exc
+    return "TooLarge" not in type(cause).__name__
 
 
 def _letter_source(out: Out) -> tuple[str, str]:

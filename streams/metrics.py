@@ -61,6 +61,12 @@ CONSUMER_LAG_SECONDS = Gauge(
     ["stage"],
     registry=REGISTRY,
 )
+OUTPUTS_DROPPED = Counter(
+    "pantau_outputs_dropped_total",
+    "Outputs the broker refused for good (e.g. too large), by topic and error type",
+    ["topic", "error"],
+    registry=REGISTRY,
+)
 WORKER_UP = Gauge("pantau_worker_up", "1 while this worker runs", registry=REGISTRY)
 BROKER_CONNECTED = Gauge(
     "pantau_broker_connected", "1 while the worker reaches the broker", registry=REGISTRY
