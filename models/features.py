@@ -255,7 +255,10 @@ class FeatureStore:
                 _add(entry.setdefault("b", {}), ts, amount, failed)
             if tx.transaction_id not in self.tx_merchants:
                 self.tx_merchants[tx.transaction_id] = [tx.merchant_id, ts, False]
-        _prune_times(seen, ts, DEDUP_SECONDS)
+        if ts - customer.get("so", ts) >= DEDUP_SECONDS or len(seen) > MAX_DISTINCT:
+            _prune_times(seen, ts, DEDUP_SECONDS)
+            customer["so"] = min(seen.values(), default=ts)
+        customer.setdefault("so", ts)
 
         # Every window now holds this attempt exactly once (redelivered or not).
         for entity in ENTITIES:
