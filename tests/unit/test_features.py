@@ -252,3 +252,30 @@ def test_model_matrix_has_one_column_per_model_feature() -> None:
     assert set(FEATURES) - {"string"} <= set(MODEL_FEATURES) | {
         n for n in FEATURES if FEATURES[n] == "string"
     }
+
+
+GRAIN = {"10m": (60, 10), "1h": (300, 12), "24h": (3600, 24), "7d": (86400, 7), "30d": (86400, 30)}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    gaps=st.lists(st.integers(min_value=0, max_value=3 * 86400), min_size=1, max_size=40),
+    failed=st.lists(st.booleans(), min_size=40, max_size=40),
+)
+def test_windows_match_a_brute_force_count(gaps: list[int], failed: list[bool]) -> None:
+    """Counts, amounts and failures-before equal a direct count over the bucket definition."""
+    store = FeatureStore()
+    seen: list[tuple[int, int, bool]] = []
+    at = int(T0.timestamp())
+    for i, gap in enumerate(gaps):
+        at += gap
+        amount = 1000 * (i + 1)
+        status = "failed" if failed[i] else "success"
+        f = store.apply(tx(i, datetime.fromtimestamp(at, UTC), amount=str(amount), status=status))
+        seen.append((at, amount, failed[i]))
+        for window, (grain, span) in GRAIN.items():
+            inside = [(t, a, x) for t, a, x in seen if 0 <= at // grain - t // grain < span]
+            assert f[f"customer_count_{window}"] == len(inside), window
+            assert f[f"device_amount_{window}"] == sum(a for _, a, _ in inside), window
+        hour = [x for t, _, x in seen[:-1] if 0 <= at // 300 - t // 300 < 12]
+        assert f["customer_failures_1h"] == sum(hour)
