@@ -19,7 +19,7 @@ import cel
 import numpy as np
 from lark import Token, Tree
 
-from models.features import SCHEMA, ZERO, columns, defaults
+from models.features import SCHEMA, columns, defaults
 
 Column = Any  # a numpy array or a scalar that broadcasts
 VectorFn = Callable[[Mapping[str, np.ndarray]], Column]
@@ -462,7 +462,6 @@ class CompiledPack:
 
 
 __all__ = [
-    "ZERO",
     "CompiledExpression",
     "CompiledPack",
     "ExpressionError",
