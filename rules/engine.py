@@ -337,6 +337,7 @@ class CompiledExpression:
     names: list[str]
     vector: VectorFn | None
     fallback_reason: str | None = None
+    errors: int = 0  # rows CEL could not evaluate (counted as no match)
 
     def row(self, values: Mapping[str, Any]) -> bool:
         """CEL's answer for one row (the reference semantics)."""
@@ -348,10 +349,17 @@ class CompiledExpression:
     def batch(
         self, cols: Mapping[str, np.ndarray], rows: Sequence[Mapping[str, Any]], n: int
     ) -> np.ndarray:
-        """Answers for a micro-batch: numpy when compiled, else CEL row by row."""
+        """Answers for a micro-batch: numpy when compiled, else CEL row by row (a row CEL cannot
+        evaluate, e.g. an integer division by zero, does not match; `errors` counts them)."""
         if self.vector is not None:
             return np.broadcast_to(np.asarray(self.vector(cols), dtype=bool), (n,))
-        return np.fromiter((self.row(r) for r in rows), dtype=bool, count=n)
+        out = np.zeros(n, dtype=bool)
+        for j, row in enumerate(rows):
+            try:
+                out[j] = self.row(row)
+            except (TypeError, ValueError, ExpressionError, ZeroDivisionError):
+                self.errors += 1
+        return out
 
 
 def compile_expression(source: str, schema: Mapping[str, str] | None = None) -> CompiledExpression:

@@ -142,6 +142,10 @@ class FraudScorer:
         self.rows = rows
         decisions = self.decide_rows(transactions, rows, pack)
         metrics.observe_fraud_batch(decisions, time.perf_counter() - started)
+        for compiled in pack.rules:
+            if compiled.expression.errors:
+                metrics.rule_errors(compiled.rule.id, compiled.expression.errors)
+                compiled.expression.errors = 0
         return decisions
 
 

@@ -172,6 +172,11 @@ FRAUD_SCORING_SECONDS = Histogram(
 FRAUD_VERSIONS = Info(
     "pantau_fraud", "Active rule pack and model versions", registry=REGISTRY
 )
+FRAUD_RULE_ERRORS = Counter(
+    "pantau_fraud_rule_errors_total",
+    "Rows a rule could not evaluate (e.g. integer division by zero): counted as no match",
+    ["rule"], registry=REGISTRY,
+)
 FRAUD_RULE_PACKS = Counter(
     "pantau_fraud_rule_packs_total", "Rule packs received on pantau.rules, by result",
     ["result"], registry=REGISTRY,
@@ -181,6 +186,11 @@ FRAUD_RULE_PACKS = Counter(
 def fraud_versions(rules_version: str, model_version: str) -> None:
     """Publish the versions that make the decisions now."""
     FRAUD_VERSIONS.info({"rules_version": rules_version, "model_version": model_version})
+
+
+def rule_errors(rule: str, count: int) -> None:
+    """Count rows a rule could not evaluate."""
+    child(FRAUD_RULE_ERRORS, rule).inc(count)
 
 
 def rule_pack_result(result: str) -> None:

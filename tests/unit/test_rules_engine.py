@@ -116,3 +116,11 @@ def test_fifty_rules_over_a_batch_are_much_cheaper_than_cel_row_by_row() -> None
     assert np.array_equal(hits[:, :100], reference)
     assert hits.any()
     assert vector_us * 5 < cel_us, (vector_us, cel_us)
+
+
+def test_a_row_cel_cannot_evaluate_does_not_match_and_is_counted() -> None:
+    compiled = compile_expression("customer_count_24h / customer_count_1h > 2")
+    assert compiled.vector is None
+    rows = [defaults() | {"customer_count_24h": 9, "customer_count_1h": 3}, defaults()]
+    assert compiled.batch({}, rows, 2).tolist() == [True, False]  # 0 / 0 is an error in CEL
+    assert compiled.errors == 1
