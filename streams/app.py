@@ -15,6 +15,8 @@ from typing import Any
 import faust
 import orjson
 
+from models.pan import mask_pans
+from streams.codec import dead_letter
 from streams.core import Record, Stage
 from streams.live import (
     BroadcastReader,
@@ -200,7 +202,14 @@ def _add_agent(app: faust.App, settings: Settings, runner: StageRunner, runtime:
                 )
                 for e in events
             ]
-            await runner.handle(records, [e.message.timestamp for e in events])
+            try:
+                await runner.handle(records, [e.message.timestamp for e in events])
+            except Exception as exc:
+                # Not the stage (StageRunner isolates those): dead-letter the batch, never drop it.
+                log_failure(f"worker failed on a batch of {runner.stage.name}", exc)
+                reason = f"worker failed: {type(exc).__name__}: {exc}"
+                deadletter = settings.topics.deadletter
+                await runner.sender.send_all([dead_letter(r, reason, deadletter) for r in records])
             runtime.batch_done()
 
     app.agent(topic, name=f"pantau-{runner.stage.name}")(agent)
@@ -229,5 +238,5 @@ def _add_views(app: faust.App, runtime: Runtime) -> None:
             return as_json(view, {"error": "channel health is not part of this pipeline"}, 404)
         data = stage.channel_view(channel)
         if data is None:
-            return as_json(view, {"error": f"unknown channel {channel}"}, 404)
+            return as_json(view, {"error": f"unknown channel {mask_pans(channel)[:64]}"}, 404)
         return as_json(view, data)
