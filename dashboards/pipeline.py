@@ -75,6 +75,17 @@ def dead_letters() -> c.Panel:
     )
 
 
+def redeliveries() -> c.Panel:
+    """Redelivered attempts left out of the health windows."""
+    return c.timeseries_panel(
+        "Redelivered attempts dropped",
+        "Attempts seen again (same transaction_id, created_at and status: a redelivery after a "
+        "rebalance or a producer retry) and left out of the health windows, per second.",
+        "ops",
+        c.targets((c.rate(c.counter(m.DUPLICATE_ATTEMPTS)), "redeliveries")),
+    )
+
+
 def workers() -> c.Panel:
     """How many workers report themselves up."""
     return c.stat(
@@ -124,6 +135,6 @@ def build() -> db.Dashboard:
         [
             ("Workers", [workers(), broker_connected(), throughput_total(), versions()]),
             ("Throughput", [events_per_second(), batch_time(), batch_size(), consumer_lag()]),
-            ("Bad input", [dead_letters()]),
+            ("Bad and repeated input", [dead_letters(), redeliveries()]),
         ],
     )

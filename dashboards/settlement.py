@@ -93,6 +93,20 @@ def callbacks_by_result() -> c.Panel:
     )
 
 
+def trusted_by_status() -> c.Panel:
+    """Trusted callbacks forwarded to settlement, by provider and status."""
+    return c.timeseries_panel(
+        "Trusted callbacks by status",
+        "Verified, first-seen callbacks forwarded to settlement per second, by provider and the "
+        "status they report (settled, pending, failed, refunded).",
+        "ops",
+        c.targets(
+            (c.rate(c.counter(m.CALLBACK_FACTS), ["provider", "status"]), "{{provider}} {{status}}")
+        ),
+        stacked=True,
+    )
+
+
 def unmatched_callbacks() -> c.Panel:
     """Trusted callbacks whose transaction never arrived."""
     return c.timeseries_panel(
@@ -186,7 +200,7 @@ def build() -> db.Dashboard:
             ("Now", [awaiting(), missing_now(), untrusted_now(), low_balances()]),
             ("Delay", [delay_p95(), delay_quantiles()]),
             ("Callbacks", [missing_callbacks(), verification_failures(), callbacks_by_result(),
-                           unmatched_callbacks()]),
+                           trusted_by_status(), unmatched_callbacks()]),
             ("Balances and VAT", [low_balances_over_time(), vat_tagged()]),
         ],
     )
