@@ -16,6 +16,24 @@ M = TypeVar("M", bound=BaseModel)
 
 MAX_RAW_CHARS = 64_000  # how much of a refused value a dead letter keeps
 
+# Every digit as "0", every other byte as itself: then any run models.pan's pattern can match
+# shows as one of these shapes (13 digits in a row, or the grouped 4-4-4-4 and 4-6-5 forms).
+_DIGITS_AS_ZERO = bytes(48 if 48 <= i <= 57 else i for i in range(256))
+_PAN_SHAPES = (
+    b"0" * 13,
+    b"0000-0000-0000-0000",
+    b"0000 0000 0000 0000",
+    b"0000-000000-00000",
+    b"0000 000000 00000",
+)
+
+
+def may_hold_pan(raw: bytes) -> bool:
+    """False when the bytes cannot hold a card number (no digit run of a PAN's shape): a check
+    in C that spares the regex and the Luhn sums for nearly every message. True means "look"."""
+    shapes = raw.translate(_DIGITS_AS_ZERO)
+    return any(shape in shapes for shape in _PAN_SHAPES)
+
 
 def describe_errors(exc: ValidationError) -> str:
     """'field: message' for each error, never echoing the input (it may hold card data)."""
@@ -90,7 +108,11 @@ class Decoder:
             return None, dead_letter(
                 record, f"must be a JSON object, got {type(data).__name__}", self.deadletter_topic
             )
-        if self.refuse_card_numbers and contains_pan(raw.decode("utf-8", errors="replace")):
+        if (
+            self.refuse_card_numbers
+            and may_hold_pan(raw)
+            and contains_pan(raw.decode("utf-8", errors="replace"))
+        ):
             # Anywhere in the value, even in fields the contract does not know.
             from models.common import refuse_pans
 
