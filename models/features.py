@@ -234,7 +234,7 @@ class FeatureStore:
         keys = entity_keys(tx)
         customer = self._entry("customer", tx.customer_id)
         seen: dict[str, int] = customer.setdefault("seen", {})
-        dedup = f"{tx.transaction_id}|{ts}|{tx.created_at.microsecond}|{tx.status.value}"
+        dedup = attempt_key(tx)
         first_delivery = dedup not in seen
         values = row_of(tx)
 
@@ -316,6 +316,12 @@ class FeatureStore:
 
         sizes = [len(orjson.dumps(v)) for k, v in self.state.items() if k.startswith(prefix)]
         return sum(sizes) / len(sizes) if sizes else 0.0
+
+
+def attempt_key(tx: Transaction) -> str:
+    """What makes an attempt itself: a redelivery has the same key, a retry a new one."""
+    at = tx.created_at
+    return f"{tx.transaction_id}|{int(at.timestamp())}|{at.microsecond}|{tx.status.value}"
 
 
 def row_of(tx: Transaction) -> dict[str, Any]:

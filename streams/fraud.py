@@ -12,7 +12,7 @@ import orjson
 from pydantic import ValidationError
 
 from models.artifact import Model, load_model
-from models.features import FeatureStore
+from models.features import FeatureStore, attempt_key
 from models.inputs import FraudLabel, Transaction
 from models.outputs import FraudDecision, Severity
 from models.scoring import decide
@@ -26,6 +26,7 @@ from streams.core import EventClock, Out, Record, Stage
 from streams.topics import Topics
 
 REJECTED_ALERT = "rule_pack_rejected"
+DECISION_MEMORY = timedelta(hours=1)  # how long (event time) a redelivery gets the same decision
 
 
 class PackRefused(Exception):
@@ -86,6 +87,9 @@ class FraudScorer:
         self.model = model
         self.store = store if store is not None else FeatureStore()
         self.rows: list[dict[str, Any]] = []  # the last batch's feature rows (backtests read them)
+        # Decisions of recent attempts by attempt key, oldest first: a redelivery gets its own.
+        self.recent: dict[str, FraudDecision] = {}
+        self.latest: datetime | None = None
         metrics.fraud_versions(pack.label, model.version if model else "none")
 
     def swap(self, pack: CompiledPack) -> None:
@@ -135,18 +139,46 @@ class FraudScorer:
         return out
 
     def score(self, transactions: Sequence[Transaction]) -> list[FraudDecision]:
-        """Decisions for a micro-batch, in order."""
+        """Decisions for a micro-batch, in order. A redelivered attempt (same attempt key, e.g.
+        an unacknowledged batch read again) gets the decision it already had."""
         started = time.perf_counter()
         pack = self.pack  # one pack for the whole batch
-        rows = self.features(transactions)
+        keys = [attempt_key(tx) for tx in transactions]
+        fresh: list[int] = []
+        batch_keys: set[str] = set()
+        for i, key in enumerate(keys):
+            if key not in self.recent and key not in batch_keys:
+                batch_keys.add(key)
+                fresh.append(i)
+        txs = [transactions[i] for i in fresh] if len(fresh) < len(keys) else list(transactions)
+        rows = self.features(txs)
         self.rows = rows
-        decisions = self.decide_rows(transactions, rows, pack)
-        metrics.observe_fraud_batch(decisions, time.perf_counter() - started)
+        decided = self.decide_rows(txs, rows, pack)
+        for i, decision in zip(fresh, decided, strict=True):
+            self.recent[keys[i]] = decision
+        decisions = decided if len(fresh) == len(keys) else [self.recent[k] for k in keys]
+        self._forget(transactions)
+        metrics.observe_fraud_batch(decided, time.perf_counter() - started)
         for compiled in pack.rules:
             if compiled.expression.errors:
                 metrics.rule_errors(compiled.rule.id, compiled.expression.errors)
                 compiled.expression.errors = 0
         return decisions
+
+    def _forget(self, transactions: Sequence[Transaction]) -> None:
+        """Drop remembered decisions older than DECISION_MEMORY of event time (bounded memory)."""
+        latest = max(tx.created_at for tx in transactions) if transactions else None
+        if latest is None:
+            return
+        if self.latest is None or latest > self.latest:
+            self.latest = latest
+        horizon = self.latest - DECISION_MEMORY
+        recent = self.recent
+        while recent:
+            key = next(iter(recent))
+            if recent[key].decided_at >= horizon:
+                break
+            del recent[key]
 
 
 class RulesStage(Stage):

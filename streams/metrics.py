@@ -200,9 +200,12 @@ def rule_pack_result(result: str) -> None:
 
 def observe_fraud_batch(decisions: Any, seconds: float) -> None:
     """Count one scored micro-batch: decisions by action and channel, hits, scores, time."""
+    from models.common import KNOWN_CHANNELS
+
     FRAUD_SCORING_SECONDS.observe(seconds)
     for decision in decisions:
-        child(FRAUD_DECISIONS, decision.action.value, decision.channel or "unknown").inc()
+        channel = decision.channel if decision.channel in KNOWN_CHANNELS else "other"
+        child(FRAUD_DECISIONS, decision.action.value, channel).inc()
         FRAUD_SCORE.observe(decision.score)
         for hit in decision.rule_hits:
             child(FRAUD_RULE_HITS, hit.rule_id, "shadow" if hit.shadow else "enabled").inc()

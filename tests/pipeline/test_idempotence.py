@@ -167,10 +167,9 @@ def test_the_run_is_meaningful(events: list[SimEvent], once: Run) -> None:
     assert any(e.tag == "duplicate" for e in events)  # the gateway's own duplicate callbacks
 
 
-# The known gap (fraud decisions of redelivered transactions), shown by a focused strict-xfail
-# test below; the whole-run checks leave exactly these fields out to keep guarding the rest.
-KNOWN_OUTPUT_GAPS = {"fraud.decisions": {"action", "score", "model_score", "reasons", "rule_hits"},
-                     "payments.enriched": {"fraud"}}  # fmt: skip
+# Known gaps: fields the whole-run checks leave out (none since the fraud scorer remembers the
+# decision of each recent attempt; fraud issue).
+KNOWN_OUTPUT_GAPS: dict[str, set[str]] = {}
 
 
 def _state_diffs(once: Run, twice: Run) -> list[str]:
@@ -231,11 +230,6 @@ def test_every_resent_output_is_identical_to_the_first_but_fraud(twice: Run) -> 
     assert duplicate_count(Topics(), twice.outs) > 0  # redelivery did re-send
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the fraud gap below (a redelivered transaction's decision) makes a whole-run "
-    "redelivery differ",
-)
 def test_whole_run_redelivery_is_exact(once: Run, twice: Run) -> None:
     """No exceptions at all: this is what item 1 asks for."""
     problems = _state_diffs(once, twice) + _output_problems(once, twice, {})
@@ -255,11 +249,6 @@ def _decisions(pipeline: Pipeline, records: list[Record]) -> dict[str, dict[str,
     return {o.value["transaction_id"]: o.value for o in outs if o.topic == "fraud.decisions"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models/features.py FeatureStore.apply: on redelivery the windows include later "
-    "events of the same bucket, so the decision differs from the first one",
-)
 def test_redelivered_transaction_gets_the_same_decision() -> None:
     """A customer's burst of 11 attempts in one minute; the first is redelivered afterwards
     (its batch was not acknowledged): its decision must be the one already sent."""

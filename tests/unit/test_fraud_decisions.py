@@ -174,3 +174,29 @@ def test_scoring_counts_decisions_hits_scores_and_versions() -> None:
     assert value("pantau_fraud_scoring_duration_seconds_count") == before_batches + 1
     assert value("pantau_fraud_score_count") == before_scores + 2
     assert value("pantau_fraud_info", rules_version="t-9", model_version="none") == 1.0
+
+
+def test_a_redelivered_attempt_gets_the_decision_it_already_had() -> None:
+    s = scorer()
+    first = s.score([tx(i, status="failed") for i in range(3)] + [tx(3)])
+    # The first attempt comes back after the others (its batch was not acknowledged).
+    again = s.score([tx(0, status="failed"), tx(4)])
+    assert again[0] == first[0]
+    assert again[1].rules_version == "t-1"
+    # Remembered for an hour of event time, then forgotten (bounded memory).
+    s.score([tx(5000)])
+    assert "trx-0" not in {d.transaction_id for d in s.recent.values()}
+    assert len(s.recent) == 1
+
+
+def test_unknown_channels_are_counted_as_other() -> None:
+    from streams import metrics
+
+    before = metrics.REGISTRY.get_sample_value(
+        "pantau_fraud_decisions_total", {"action": "approve", "channel": "other"}
+    )
+    scorer().score([tx(1, channel="MERCHANT_X1"), tx(2, channel="MERCHANT_X2")])
+    after = metrics.REGISTRY.get_sample_value(
+        "pantau_fraud_decisions_total", {"action": "approve", "channel": "other"}
+    )
+    assert (after or 0) - (before or 0) == 2
