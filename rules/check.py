@@ -62,6 +62,34 @@ def _expression_position(
     return start_line + line - 1, column
 
 
+# Functions the CEL runtime provides (common-expression-language's built-in standard library).
+CEL_FUNCTIONS = {
+    "size", "contains", "startsWith", "endsWith", "matches", "int", "uint", "double", "string",
+    "bytes", "bool", "timestamp", "duration", "type", "dyn", "has", "exists", "all",
+    "exists_one", "map", "filter", "max", "min", "getFullYear", "getMonth", "getDayOfMonth",
+    "getDayOfYear", "getDayOfWeek", "getHours", "getMinutes", "getSeconds", "getMilliseconds",
+    "getDate",
+}  # fmt: skip
+
+
+def _undefined_function(compiled: CompiledExpression) -> str | None:
+    """The first function the expression calls that CEL does not provide."""
+    for name in compiled.program.functions():
+        if name[:1] in {"_", "@", "!"}:
+            continue  # operators
+        if name not in CEL_FUNCTIONS:
+            return str(name)
+    return None
+
+
+def _first(source: str, name: str) -> tuple[int, int]:
+    at = source.find(name)
+    if at < 0:
+        return 1, 1
+    before = source[:at]
+    return before.count("\n") + 1, at - (before.rfind("\n") + 1) + 1
+
+
 def _check_reason(template: str) -> str | None:
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
@@ -102,6 +130,16 @@ def check_located(located: Located, text: str) -> CheckResult:
             result.problems.append(Problem(path, line, col, f"rule {rule.id}: {exc.message}"))
             continue
         if compiled.vector is None:
+            unknown = _undefined_function(compiled)
+            if unknown:
+                line, col = _expression_position(
+                    located, lines, index, *_first(rule.expression, unknown)
+                )
+                hint = suggest(unknown, sorted(CEL_FUNCTIONS))
+                result.problems.append(
+                    Problem(path, line, col, f"rule {rule.id}: unknown function '{unknown}'{hint}")
+                )
+                continue
             result.notes.append(
                 f"rule {rule.id}: runs row by row through CEL ({compiled.fallback_reason}); "
                 "same answers, slower"

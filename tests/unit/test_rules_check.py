@@ -118,3 +118,12 @@ def test_cli_exits_0_for_a_good_pack_and_2_with_the_problems(tmp_path: Path) -> 
 def test_the_default_pack_passes() -> None:
     result = check_file(Path(__file__).parents[2] / "rules" / "fraud" / "core.yaml")
     assert result.ok, [str(p) for p in result.problems]
+
+
+def test_unknown_functions_are_named_with_a_suggestion() -> None:
+    text = GOOD.replace("amount > 1000.0", 'card_bin.startswith("4")')
+    assert problems(text) == [
+        "pack.yaml:6:54: rule burst: unknown function 'startswith' (did you mean startsWith?)"
+    ]
+    text = GOOD.replace("amount > 1000.0", "size(card_bin) > 4")  # runs row by row: fine
+    assert problems(text) == []
