@@ -125,5 +125,5 @@ def test_unknown_functions_are_named_with_a_suggestion() -> None:
     assert problems(text) == [
         "pack.yaml:6:54: rule burst: unknown function 'startswith' (did you mean startsWith?)"
     ]
-    text = GOOD.replace("amount > 1000.0", "size(card_bin) > 4")  # runs row by row: fine
+    text = GOOD.replace("amount > 1000.0", "size(card_bin) >= 0")  # runs row by row: fine
     assert problems(text) == []
