@@ -31,4 +31,6 @@ class BatchObserver(Protocol):
     def flush(self) -> list[Out]: ...
 
     # Optional: `rejected(records) -> list[Out]` is called with the records of a batch that were
-    # dead-lettered (health counts the dead-letter rate); observers may leave it out.
+    # dead-lettered (health counts the dead-letter rate), and `positions({partition: latest
+    # event time})` before `observe` (health's watermark follows its slowest partition);
+    # observers may leave them out.

@@ -10,11 +10,18 @@ Two halves, one per side of the `pantau.health-deltas` topic (keyed by channel):
   and dead letters of payments.transactions.
 - `HealthStage` ("health") consumes the deltas. The topic is keyed by channel, so one worker owns
   a channel and sees every delta of it, from every partition. It merges them into 10 s buckets
-  (an hour of them), and each time its watermark (the latest event time the observers reported,
-  minus the allowed lateness) passes a bucket boundary it evaluates every active channel: the 1 min,
+  (an hour of them), and each time its watermark passes a bucket boundary it evaluates every
+  active channel: the 1 min,
   5 min and 1 h windows, the consecutive provider failures, the failover state machine
   (rules/failover.py), the alerts, and a ChannelHealth snapshot on channel.health. Evaluation only
   ever reads closed buckets, so replay and live agree.
+
+The watermark: each observer reports its progress, the event time up to which it has read every
+partition it consumes (the slowest partition's latest event; the payments stage tells it each
+partition's latest through `positions`); the stage's clock follows the slowest worker's progress,
+and the watermark is that minus the allowed lateness. So a worker or partition catching up on a
+backlog holds judgement back instead of being judged half-read. A partition or worker silent for
+SOURCE_IDLE_MS (2 min) of event time stops holding it back.
 
 Consecutive provider failures, across partitions: the provider failures since the latest
 non-failing attempt (success, pending, decline or merchant error), by event time. Within a bucket
@@ -28,8 +35,10 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import os
+import socket
 from collections import deque
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,6 +70,9 @@ RING = 360  # one hour of 10 s buckets
 WINDOWS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000}
 RECORDS_KEY = "*"  # the deltas key of the records / dead-letters counts (never a channel name)
 MAX_FAILS_PER_DELTA = 64
+# A partition or worker that has sent nothing for this long (event time) stops holding the
+# watermark back: it went quiet, stopped, or its partitions moved to another worker.
+SOURCE_IDLE_MS = 120_000
 DEDUP_SIZE = 100_000
 
 # Latency histogram: 20 bins per decade from 1 ms to 100 s (≤ 6% relative error on a quantile),
@@ -148,9 +160,16 @@ class HealthObserver:
     """
 
     def __init__(
-        self, topics: Topics, rules: HealthRules | None = None, dedup_size: int = DEDUP_SIZE
+        self,
+        topics: Topics,
+        rules: HealthRules | None = None,
+        dedup_size: int = DEDUP_SIZE,
+        source: str | None = None,
     ) -> None:
         self.topic = topics.health_deltas
+        # Names this worker's deltas, so the health stage can wait for its slowest worker.
+        self.source = source or f"{socket.gethostname()}:{os.getpid()}"
+        self._partitions: dict[int | None, int] = {}  # partition → latest event time (ms)
         self.rules = rules or load_health_rules()
         self.classify = self.rules.classifier.error_class
         self.clock = EventClock()
@@ -210,10 +229,25 @@ class HealthObserver:
                 b = latency_bin(tx.latency_ms)
                 agg.latency[b] = agg.latency.get(b, 0) + 1
                 metrics.child(metrics.ATTEMPT_LATENCY, label, method).observe(tx.latency_ms / 1000)
-        latest = _ms(self.clock.latest)
-        out = [self._delta(key, agg, latest) for key, agg in pending.items()]
-        out.extend(self._records_deltas(latest))
+        progress = self.progress()
+        out = [self._delta(key, agg, progress) for key, agg in pending.items()]
+        out.extend(self._records_deltas(progress))
         return out
+
+    def positions(self, latest: Mapping[int | None, datetime]) -> None:
+        """The latest event time of each partition in the coming batch (the optional hook)."""
+        for partition, at in latest.items():
+            ms = _ms(at)
+            if ms > self._partitions.get(partition, -1):
+                self._partitions[partition] = ms
+
+    def progress(self) -> int:
+        """Event time up to which this worker has read every partition that is still sending
+        (a partition silent for SOURCE_IDLE_MS of event time no longer holds it back)."""
+        if not self._partitions:
+            return _ms(self.clock.latest)
+        top = max(self._partitions.values())
+        return min(v for v in self._partitions.values() if v >= top - SOURCE_IDLE_MS)
 
     def rejected(self, records: Sequence[Record]) -> list[Out]:
         """The payments stage dead-lettered these records of a batch (the optional hook).
@@ -236,13 +270,13 @@ class HealthObserver:
         rec = self._records.setdefault(bucket, [0, 0])
         rec[0] += count
         rec[1] += count
-        return self._records_deltas(latest)
+        return self._records_deltas(self.progress())
 
     def flush(self) -> list[Out]:
         """Everything is sent with the batch that produced it; nothing waits here."""
         return []
 
-    def _delta(self, key: tuple[str, str, int], agg: _Pending, latest: int) -> Out:
+    def _delta(self, key: tuple[str, str, int], agg: _Pending, progress: int) -> Out:
         channel, method, bucket = key
         fails = agg.fails
         if agg.last_ok is not None:
@@ -255,7 +289,8 @@ class HealthObserver:
             "channel": channel,
             "method": method,
             "bucket": bucket,
-            "latest": latest,
+            "source": self.source,
+            "progress": progress,
             "n": agg.counts,
             "lat": sorted(agg.latency.items()),
             "last_ok": agg.last_ok,
@@ -263,12 +298,19 @@ class HealthObserver:
         }
         return Out(self.topic, channel, value)
 
-    def _records_deltas(self, latest: int) -> list[Out]:
+    def _records_deltas(self, progress: int) -> list[Out]:
         out = [
             Out(
                 self.topic,
                 RECORDS_KEY,
-                {"kind": "records", "bucket": b, "latest": latest, "records": r, "dead": d},
+                {
+                    "kind": "records",
+                    "bucket": b,
+                    "source": self.source,
+                    "progress": progress,
+                    "records": r,
+                    "dead": d,
+                },
             )
             for b, (r, d) in sorted(self._records.items())
         ]
@@ -407,6 +449,7 @@ class HealthStage(Stage):
         self.snapshots: dict[str, dict[str, Any]] = {}
         self.last_signal: dict[str, dict[str, Any]] = {}
         self.dropped: set[str] = set()  # channels beyond max_channels (bounded)
+        self.sources: dict[str, int] = {}  # observer → the event time it has read up to (ms)
 
     @property
     def consumes(self) -> tuple[str, ...]:
@@ -415,15 +458,19 @@ class HealthStage(Stage):
     # -- input -------------------------------------------------------------------------------------
 
     def process(self, records: Sequence[Record]) -> list[Out]:
-        latest = 0
+        sources = self.sources
         for record in records:
             try:
                 delta = orjson.loads(record.value)
-                latest = max(latest, int(delta["latest"]))
+                source, progress = str(delta.get("source", "")), int(delta["progress"])
                 self._merge(delta)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
                 # An internal topic only our observers write: a bad delta is a bug, not input.
                 log.warning("health: unusable delta at offset %s: %r", record.offset, exc)
+                continue
+            if progress > sources.get(source, -1):
+                sources[source] = progress
+        latest = self._progress()
         if latest:
             self.clock.observe(_dt(latest))
             if self.next_eval is None:
@@ -433,6 +480,16 @@ class HealthStage(Stage):
                 )
                 self.next_eval = first + BUCKET_MS
         return self.tick()
+
+    def _progress(self) -> int:
+        """Event time every worker still sending has read up to (the slowest one's); a worker
+        silent for SOURCE_IDLE_MS of event time (stopped, or its partitions moved) is left out."""
+        if not self.sources:
+            return 0
+        top = max(self.sources.values())
+        for source in [s for s, v in self.sources.items() if v < top - WINDOWS["1h"]]:
+            del self.sources[source]  # long gone: forget it
+        return min(v for v in self.sources.values() if v >= top - SOURCE_IDLE_MS)
 
     def _merge(self, delta: dict[str, Any]) -> None:
         bucket = int(delta["bucket"])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from models.inputs import Transaction
 from models.outputs import EnrichedTransaction, FraudSummary
 from streams.codec import Decoder
 from streams.components import BatchObserver, FraudScorer, VatTagger
-from streams.core import EventClock, Out, Record, Stage
+from streams.core import EPOCH, EventClock, Out, Record, Stage
 from streams.topics import Topics
 
 
@@ -43,6 +43,7 @@ class PaymentsStage(Stage):
         out: list[Out] = []
         valid: list[Transaction] = []
         rejected: list[Record] = []
+        positions: dict[int | None, datetime] = {}  # partition → its latest event time
         for record in records:
             event, letter = self.decoder.decode(record)
             if letter is not None:
@@ -51,7 +52,10 @@ class PaymentsStage(Stage):
             else:
                 assert isinstance(event, Transaction)
                 valid.append(event)
-                self.clock.observe(event.created_at)
+                at = event.created_at
+                self.clock.observe(at)
+                if at > positions.get(record.partition, EPOCH):
+                    positions[record.partition] = at
         if rejected:  # observers may count dead letters (health: the dead-letter rate alert)
             for observer in self.observers:
                 hook = getattr(observer, "rejected", None)
@@ -59,6 +63,10 @@ class PaymentsStage(Stage):
                     out.extend(hook(rejected))
         if not valid:
             return out
+        for observer in self.observers:  # optional: health's watermark follows each partition
+            hook = getattr(observer, "positions", None)
+            if hook is not None:
+                hook(positions)
         decisions = self.fraud.score(valid) if self.fraud is not None else [None] * len(valid)
         enriched_topic = self.topics.enriched
         decisions_topic = self.topics.decisions

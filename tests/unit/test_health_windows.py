@@ -77,13 +77,17 @@ def traffic(
 
 
 def run(
-    txs: Sequence[Transaction], workers: int = 1, batch: int = 200, seed: int = 1
+    txs: Sequence[Transaction],
+    workers: int = 1,
+    batch: int = 200,
+    seed: int = 1,
+    lag: timedelta = timedelta(0),
 ) -> tuple[HealthStage, list[Out]]:
     """Spread transactions over `workers` observers (as partitions keyed by customer would), in
     batches; their deltas reach one health stage interleaved. Workers progress side by side (the
     next batch is the one whose first event is earliest, ties broken at random), within the
-    allowed lateness of each other, as consumers of one topic do."""
-    observers = [HealthObserver(TOPICS) for _ in range(workers)]
+    allowed lateness of each other, as consumers of one topic do; worker 0 runs `lag` behind."""
+    observers = [HealthObserver(TOPICS, source=f"worker-{i}") for i in range(workers)]
     stage = HealthStage(TOPICS)
     shares: list[list[Transaction]] = [[] for _ in range(workers)]
     for t in txs:
@@ -93,7 +97,13 @@ def run(
     outs: list[Out] = []
     while any(c < len(s) for c, s in zip(cursors, shares, strict=True)):
         ready = [i for i in range(workers) if cursors[i] < len(shares[i])]
-        w = min(ready, key=lambda i: (shares[i][cursors[i]].created_at, rnd.random()))
+        w = min(
+            ready,
+            key=lambda i: (
+                shares[i][cursors[i]].created_at - (lag if i == 0 else timedelta(0)),
+                rnd.random(),
+            ),
+        )
         chunk = shares[w][cursors[w] : cursors[w] + batch]
         cursors[w] += len(chunk)
         outs.extend(feed(stage, observers[w].observe(chunk)))
@@ -153,6 +163,49 @@ def test_many_partitions_and_workers_give_the_same_answer_as_one() -> None:
     assert health1 == health4
     actions = [(s["channel"], s["action"]) for s in failover1]
     assert actions == [("BCA", "failover"), ("BCA", "probe"), ("BCA", "restore")]
+
+
+def test_a_worker_lagging_past_the_lateness_holds_judgement_back() -> None:
+    """Worker 0 reads a minute behind the others (twice the allowed lateness, e.g. catching up
+    after a restart): the stage waits for it, and judges exactly as with one worker."""
+    txs = traffic(40, outage=(10, 22))
+    _, single = run(txs, workers=1, batch=500)
+    _, lagging = run(txs, workers=3, batch=20, seed=2, lag=timedelta(seconds=60))
+    health1, failover1, alerts1 = _comparable(single)
+    health3, failover3, alerts3 = _comparable(lagging)
+    assert (failover1, alerts1) == (failover3, alerts3)
+    assert [s["action"] for s in failover1] == ["failover", "probe", "restore"]
+
+    # A worker the stage has not heard from yet cannot hold it back: compare from the time
+    # every worker has reported (the first minutes).
+    def settled(snaps: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
+        return sorted(
+            (s["at"], s["channel"], s["windows"]) for s in snaps if s["at"] >= "2026-11-21T03:02"
+        )
+
+    assert settled(health1) == settled(health3)
+
+
+def test_a_silent_worker_stops_holding_the_watermark_back() -> None:
+    stage = HealthStage(TOPICS)
+    gone, alive = HealthObserver(TOPICS, source="gone"), HealthObserver(TOPICS, source="alive")
+    feed(stage, gone.observe([tx(1, _at(0))]))
+    feed(stage, alive.observe([tx(2, _at(1))]))
+    # "gone" sends nothing more: for 2 minutes of event time it holds the watermark back ...
+    assert of(feed(stage, alive.observe([tx(3, _at(100))])), TOPICS.health) == []
+    # ... then it is left out and the buckets are judged.
+    snaps = of(feed(stage, alive.observe([tx(4, _at(125))])), TOPICS.health)
+    assert snaps and snaps[-1]["at"] == "2026-11-21T03:01:30.000Z"
+
+
+def test_the_slowest_partition_of_a_worker_sets_its_progress() -> None:
+    obs = HealthObserver(TOPICS)
+    obs.positions({0: _at(50), 1: _at(20), 2: _at(45)})
+    assert obs.progress() == int(_at(20).timestamp() * 1000)
+    obs.positions({1: _at(48)})
+    assert obs.progress() == int(_at(45).timestamp() * 1000)
+    obs.positions({0: _at(300)})  # partitions 1 and 2 silent for over 2 minutes: left out
+    assert obs.progress() == int(_at(300).timestamp() * 1000)
 
 
 def test_windows_count_every_class() -> None:
