@@ -200,6 +200,34 @@ class VatTagger:
 
     def __init__(self, table: VatTable | None = None) -> None:
         self.table = table or load_vat_table()
+        # Per-event arithmetic that depends only on the table: computed once, same values.
+        self._days: dict[date, tuple[Period, bool]] = {}
+        self._rates: dict[int, Fraction] = {}
+        self._decimals: dict[Fraction, Decimal] = {}
+        self._zero = round_half_up(Fraction(0), self.table.rounding.places)
+        self._quantum = Decimal(1).scaleb(-self.table.rounding.places)
+
+    def _period(self, day: date) -> tuple[Period, bool]:
+        found = self._days.get(day)
+        if found is None:
+            if len(self._days) > 4096:
+                self._days.clear()
+            found = self._days[day] = self.table.period_for(day)
+        return found
+
+    def _rate(self, tax: CategoryTax) -> Fraction:
+        rate = self._rates.get(id(tax))
+        if rate is None:
+            rate = self._rates[id(tax)] = tax.effective_rate
+        return rate
+
+    def _decimal(self, rate: Fraction) -> Decimal:
+        found = self._decimals.get(rate)
+        if found is None:
+            if len(self._decimals) > 4096:
+                self._decimals.clear()
+            found = self._decimals[rate] = to_decimal(rate)
+        return found
 
     def tag(self, transaction: Transaction) -> VatTag | None:
         """The VAT tag of a successful payment; None for pending or failed ones."""
@@ -218,7 +246,7 @@ class VatTagger:
         table = self.table
         places = table.rounding.places
         flags: list[str] = []
-        period, before = table.period_for(tx.created_at.astimezone(WIB).date())
+        period, before = self._period(tx.created_at.astimezone(WIB).date())
         if before:
             flags.append(BEFORE_TABLE)
         category = tx.goods_category
@@ -232,7 +260,7 @@ class VatTagger:
             category = table.default_category
         tax = period.categories[category]
         price = Fraction(tx.amount)
-        zero = round_half_up(Fraction(0), places)
+        zero = self._zero
 
         luxury_rate = Fraction(0)
         if tax.luxury:
@@ -257,14 +285,14 @@ class VatTagger:
                 table_version=period.table_version,
                 flags=flags,
             )
-        rate = tax.effective_rate
+        rate = self._rate(tax)
         if tx.cross_border and category in table.reverse_charge_categories:
             # The buyer self-assesses: the price paid abroad carries no Indonesian PPN, so it is
             # the base whatever price_includes_vat says, and the tag says what the buyer owes.
             return VatTag(
                 category=category,
                 mechanism=VatMechanism.REVERSE_CHARGE,
-                rate=to_decimal(rate),
+                rate=self._decimal(rate),
                 base=round_half_up(price, places),
                 amount=round_half_up(price * rate, places),
                 luxury_tax_rate=Decimal("0"),
@@ -276,7 +304,7 @@ class VatTagger:
             total = 1 + rate + luxury_rate
             vat = round_half_up(price * rate / total, places)
             luxury = round_half_up(price * luxury_rate / total, places)
-            base = (Decimal(tx.amount) - vat - luxury).quantize(Decimal(1).scaleb(-places))
+            base = (Decimal(tx.amount) - vat - luxury).quantize(self._quantum)
         else:
             base = round_half_up(price, places)
             vat = round_half_up(price * rate, places)
@@ -284,10 +312,10 @@ class VatTagger:
         return VatTag(
             category=category,
             mechanism=VatMechanism.STANDARD,
-            rate=to_decimal(rate),
+            rate=self._decimal(rate),
             base=base,
             amount=vat,
-            luxury_tax_rate=to_decimal(luxury_rate),
+            luxury_tax_rate=self._decimal(luxury_rate),
             luxury_tax_amount=luxury,
             table_version=period.table_version,
             flags=flags,
