@@ -68,6 +68,7 @@ class MachineState:
     cooldown_s: float | None = None  # the current cooldown (grows while a channel flaps)
     evidence_from: float = 0.0  # rate evidence counts from here (the latest restore)
     failed_probes: int = 0  # probes that failed in this incident (each doubles the next wait)
+    transitions: int = 0  # transitions this machine made itself (0: it may still be resumed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,6 +171,7 @@ def step(
     def move(to: ChannelState, action: FailoverAction, reason: str, ratio: float) -> Transition:
         st.state = to.value
         st.since = obs.at
+        st.transitions += 1
         if to is ChannelState.HEALTHY:
             incident = st.incident_since if st.incident_since is not None else obs.at
             st.incident_since = None
@@ -231,3 +233,19 @@ def step(
         st.latency_breach_since = None
         return st, move(ChannelState.HEALTHY, FailoverAction.RESTORE, why, 0.0)
     return st, None
+
+
+def resumed(state: str, at: float, since: float, th: Thresholds) -> MachineState:
+    """A channel's state rebuilt from its latest gateway.failover signal (after a restart or a
+    rebalance, before this machine made a transition of its own): it carries on from there, so a
+    channel that was failed over is probed and restored rather than forgotten."""
+    st = MachineState(state=ChannelState(state).value, since=at)
+    if st.state != ChannelState.HEALTHY.value:
+        st.incident_since = since
+    if st.state in (ChannelState.FAILED_OVER.value, ChannelState.PROBING.value):
+        st.failed_over_at = at
+        st.cooldown_s = th.cooldown_s
+    if st.state == ChannelState.HEALTHY.value:
+        st.restored_at = at
+        st.evidence_from = at
+    return st

@@ -55,7 +55,7 @@ from models.outputs import (
     Severity,
     WindowStats,
 )
-from rules.failover import MachineState, Observation, Transition, step
+from rules.failover import MachineState, Observation, Transition, resumed, step
 from rules.health import HealthRules, load_health_rules
 from rules.taxonomy import NO_ERROR, ErrorClass
 from streams import metrics
@@ -450,6 +450,8 @@ class HealthStage(Stage):
         self.last_signal: dict[str, dict[str, Any]] = {}
         self.dropped: set[str] = set()  # channels beyond max_channels (bounded)
         self.sources: dict[str, int] = {}  # observer → the event time it has read up to (ms)
+        # channel → the state, method and time of its latest gateway.failover signal
+        self.known: dict[str, dict[str, Any]] = {}
 
     @property
     def consumes(self) -> tuple[str, ...]:
@@ -657,7 +659,8 @@ class HealthStage(Stage):
                 del ch.runs[bucket]
 
     def alternatives(self, ev: _Eval, by_channel: dict[str, _Eval]) -> list[str]:
-        """Healthy channels of the same method that this worker sees, best first."""
+        """Healthy channels of the same method, best first: those this worker judges, ranked by
+        health, then those other workers judge (known from gateway.failover), by name."""
         ranked = []
         for other in by_channel.values():
             if other.channel == ev.channel or other.method != ev.method:
@@ -670,7 +673,35 @@ class HealthStage(Stage):
                 continue
             p95 = w.latency_p95_ms if w.latency_p95_ms is not None else math.inf
             ranked.append((w.provider_error_rate, p95, -w.attempts, other.channel))
-        return [name for *_, name in sorted(ranked)]
+        elsewhere = sorted(
+            name
+            for name, signal in self.known.items()
+            if name not in by_channel
+            and name != ev.channel
+            and signal.get("method") == ev.method
+            and signal.get("state") == ChannelState.HEALTHY.value
+        )
+        return [name for *_, name in sorted(ranked)] + elsewhere
+
+    def resume(self, signal: dict[str, Any]) -> None:
+        """Learn a channel's latest gateway.failover signal (every worker reads them all). A
+        channel this worker has not judged yet (after a restart or a rebalance) carries on from
+        that state; it also ranks among the alternatives of channels this worker judges."""
+        channel = str(signal["channel"])
+        at = datetime.fromisoformat(str(signal["at"]))
+        current = self.known.get(channel)
+        if current is not None and current["at"] > at:
+            return  # an older signal (the topic is read from the beginning)
+        if current is None and len(self.known) >= 5 * self.rules.max_channels:
+            return
+        self.known[channel] = {"state": signal["state"], "method": signal.get("method"), "at": at}
+        data = self.machines.get(channel)
+        if data is not None and data.get("transitions", 0) > 0:
+            return  # this worker's own judgement is newer than any signal it did not send
+        since = datetime.fromisoformat(str(signal.get("since") or signal["at"]))
+        th = self.rules.for_channel(channel)
+        st = resumed(str(signal["state"]), at.timestamp(), since.timestamp(), th)
+        self.machines[channel] = st.to_dict()
 
     def _signal(self, ev: _Eval, tr: Transition, by_channel: dict[str, _Eval]) -> Out:
         signal = FailoverSignal(
@@ -839,3 +870,32 @@ class HealthStage(Stage):
 
 
 ALERT_NAMES = ("api_error_rate_high", "latency_high", "channel_failed_over", "deadletter_rate_high")
+
+
+class FailoverStateStage(Stage):
+    """Every worker reads gateway.failover from the beginning (a broadcast stage) and hands each
+    signal to its health stage: a channel whose owner restarted or moved carries on from its last
+    state instead of starting healthy (which would leave routers with a failover never restored),
+    and alternatives include the channels other workers judge. Replay never feeds it: there the
+    one health stage has judged every channel itself."""
+
+    name = "health-state"
+    broadcast = True
+
+    def __init__(self, topics: Topics, health: HealthStage) -> None:
+        self.topics = topics
+        self.health = health
+
+    @property
+    def consumes(self) -> tuple[str, ...]:
+        return (self.topics.failover,)
+
+    def process(self, records: Sequence[Record]) -> list[Out]:
+        for record in records:
+            if not record.value:
+                continue  # a tombstone
+            try:
+                self.health.resume(orjson.loads(record.value))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                log.warning("health: unusable gateway.failover message: %r", exc)
+        return []

@@ -84,11 +84,12 @@ def build_stages(settings: Settings) -> list[Stage]:
     vat, settlement_feed, settlement_stages = build_settlement(settings)
     # health (issue 3): pre-aggregates in payments (per worker), merged per channel by "health"
     from rules.health import load_health_rules
-    from streams.health import HealthObserver, HealthStage
+    from streams.health import FailoverStateStage, HealthObserver, HealthStage
 
     health_rules = load_health_rules()  # a bad rules/health.yaml raises naming file and line
     health_observer = HealthObserver(topics, health_rules)
     health = HealthStage(topics, health_rules, lateness=lateness)
+    health_state = FailoverStateStage(topics, health)  # live: every worker reads gateway.failover
     payments = PaymentsStage(
         topics,
         fraud=scorer,
@@ -97,7 +98,7 @@ def build_stages(settings: Settings) -> list[Stage]:
         max_bytes=settings.max_message_bytes,
         lateness=lateness,
     )
-    return [payments, *fraud_stages, *settlement_stages, health]
+    return [payments, *fraud_stages, *settlement_stages, health, health_state]
 
 
 def build_pipeline(settings: Settings | None = None) -> Pipeline:

@@ -82,13 +82,14 @@ def run(
     batch: int = 200,
     seed: int = 1,
     lag: timedelta = timedelta(0),
+    stage: HealthStage | None = None,
 ) -> tuple[HealthStage, list[Out]]:
     """Spread transactions over `workers` observers (as partitions keyed by customer would), in
     batches; their deltas reach one health stage interleaved. Workers progress side by side (the
     next batch is the one whose first event is earliest, ties broken at random), within the
     allowed lateness of each other, as consumers of one topic do; worker 0 runs `lag` behind."""
     observers = [HealthObserver(TOPICS, source=f"worker-{i}") for i in range(workers)]
-    stage = HealthStage(TOPICS)
+    stage = stage or HealthStage(TOPICS)
     shares: list[list[Transaction]] = [[] for _ in range(workers)]
     for t in txs:
         shares[zlib.crc32(t.customer_id.encode()) % workers].append(t)
@@ -439,3 +440,71 @@ def test_a_channel_with_two_methods_has_windows_per_method() -> None:
     # A channel with one method has just the three windows.
     _, single = run([tx(i, _at(i)) for i in range(5)])
     assert set(of(single, TOPICS.health)[-1]["windows"]) == {"1m", "5m", "1h"}
+
+
+# ---- resuming from gateway.failover (restarts, rebalances) ---------------------------------------
+
+
+def _signal(
+    channel: str, action: str, state: str, at: datetime, method: str = "virtual_account"
+) -> dict[str, Any]:
+    return {
+        "schema_version": 1, "channel": channel, "method": method, "action": action,
+        "state": state, "reason": "consecutive_provider_failures", "figures": {},
+        "alternatives": [], "probe_ratio": 0.05, "at": at.isoformat(),
+        "since": at.isoformat(), "rules_version": "x",
+    }  # fmt: skip
+
+
+def _state_stage(stage: HealthStage, signals: list[dict[str, Any]]) -> None:
+    from streams.health import FailoverStateStage
+
+    reader = FailoverStateStage(TOPICS, stage)
+    assert reader.broadcast and reader.consumes == (TOPICS.failover,)
+    records = [Record(TOPICS.failover, orjson.dumps(s), key=s["channel"].encode()) for s in signals]
+    assert reader.process(records) == []
+
+
+def test_a_restarted_worker_carries_on_from_the_last_signal() -> None:
+    """BCA was failed over when its worker restarted; the new worker reads gateway.failover from
+    the beginning and, seeing healthy traffic, probes and restores it instead of staying silent
+    (which would leave routers routing around BCA forever)."""
+    stage = HealthStage(TOPICS)
+    _state_stage(
+        stage,
+        [
+            _signal("BCA", "degrade", "degraded", _at(-600)),
+            _signal("BCA", "failover", "failed_over", _at(-590)),
+            _signal("BCA", "degrade", "degraded", _at(-600)),  # an older one, read again: no-op
+        ],
+    )
+    assert stage.machines["BCA"]["state"] == "failed_over"
+    _, outs = run([tx(i, _at(i / 2)) for i in range(1200)], stage=stage)
+    actions = [s["action"] for s in of(outs, TOPICS.failover)]
+    assert actions == ["probe", "restore"]
+
+
+def test_a_workers_own_judgement_wins_over_signals_it_reads() -> None:
+    stage = HealthStage(TOPICS)
+    _, outs = run(traffic(12, outage=(2, 20)), stage=stage)
+    assert [s["action"] for s in of(outs, TOPICS.failover)] == ["failover"]
+    _state_stage(stage, [_signal("BCA", "restore", "healthy", _at(5000))])
+    assert stage.machines["BCA"]["state"] == "failed_over"
+
+
+def test_alternatives_include_channels_other_workers_judge() -> None:
+    stage = HealthStage(TOPICS)
+    _state_stage(
+        stage,
+        [
+            _signal("PERMATA", "restore", "healthy", _at(-100)),
+            _signal("CIMB", "failover", "failed_over", _at(-100)),
+            _signal("OVO", "restore", "healthy", _at(-100), method="ewallet"),
+        ],
+    )
+    _, outs = run(traffic(6, outage=(2, 20)), stage=stage)
+    failover = of(outs, TOPICS.failover)[0]
+    assert failover["channel"] == "BCA"
+    # MANDIRI and BNI judged here (ranked by health), then PERMATA (healthy elsewhere).
+    assert failover["alternatives"][:2] in (["MANDIRI", "BNI"], ["BNI", "MANDIRI"])
+    assert failover["alternatives"][2:] == ["PERMATA"]
