@@ -178,3 +178,39 @@ def test_decoder_output_is_the_same_with_and_without_the_fast_path() -> None:
         assert (letter_a is None) == (letter_b is None)
         if letter_a is not None and letter_b is not None:
             assert letter_a.value["reason"] == letter_b.value["reason"]
+
+
+def test_enriched_value_is_what_the_enriched_contract_dumps() -> None:
+    from datetime import timedelta
+
+    from models.outputs import EnrichedTransaction, FraudSummary
+    from streams.payments import PaymentsStage, enriched_value
+    from streams.pipeline import build_stages
+    from streams.settings import Settings
+    from streams.simulator import generate
+
+    payments = build_stages(Settings())[0]
+    assert isinstance(payments, PaymentsStage) and payments.fraud and payments.vat
+    txs = [
+        Transaction.model_validate(e.value)
+        for e in generate(duration=timedelta(minutes=4), tx_per_second=5, seed=4)
+        if e.topic == "payments.transactions"
+    ]
+    decisions = payments.fraud.score(txs)
+    tagged = 0
+    for tx, decision in zip(txs, decisions, strict=True):
+        vat = payments.vat.tag(tx)
+        tagged += vat is not None
+        summary = FraudSummary(
+            action=decision.action,
+            score=decision.score,
+            rules_version=decision.rules_version,
+            model_version=decision.model_version,
+        )
+        reference = EnrichedTransaction.model_construct(
+            **tx.__dict__, schema_version=1, vat=vat, fraud=summary
+        ).model_dump(mode="json")
+        assert orjson.dumps(enriched_value(tx, vat, decision)) == orjson.dumps(reference)
+        bare = EnrichedTransaction.model_construct(**tx.__dict__, schema_version=1)
+        assert enriched_value(tx, None, None) == bare.model_dump(mode="json")
+    assert len(txs) > 100 and tagged > 20
