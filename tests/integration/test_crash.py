@@ -360,3 +360,46 @@ def test_a_killed_workers_state_is_recomputed_by_its_successor(
             "health differ from a replay of the same events"
         )
     assert live["rule_hits"] == replayed["rule_hits"]
+
+
+def test_poison_messages_do_not_stall_a_partition(
+    broker: Broker, sandbox: Sandbox, start_worker: Callable[[], WorkerProcess]
+) -> None:
+    """Bad records in front of good ones on one partition (one key): every bad one is
+    dead-lettered with its reason, including a value over the size limit from settings, and the
+    good ones behind them are processed."""
+    topics = sandbox.topics
+    sandbox.env["PANTAU_MAX_MESSAGE_BYTES"] = "100000"
+    key = b"c-poison"
+    poison: list[bytes] = [
+        b"",  # a tombstone or an empty value
+        b"\xff\xfe\x00garbage",
+        b'{"transaction_id": "trx-poison-1", "amount": ',  # cut short
+        b"[1, 2, 3]",
+        orjson.dumps(
+            {**DESIGN_TRANSACTION, "transaction_id": "trx-poison-big", "x": "9" * 150_000}
+        ),
+        orjson.dumps({**DESIGN_TRANSACTION, "transaction_id": "trx-poison-2", "amount": "-1"}),
+    ]
+    good = [
+        orjson.dumps({**DESIGN_TRANSACTION, "transaction_id": f"trx-after-poison-{i}"})
+        for i in range(5)
+    ]
+    sent = produce(broker, [(topics.transactions, key, v) for v in [*poison, *good]])
+    assert len({s.partition for s in sent}) == 1
+    start_worker()
+    want = {f"trx-after-poison-{i}" for i in range(5)}
+
+    def done(got: list[Received]) -> bool:
+        enriched = {m.json()["transaction_id"] for m in got if m.topic == topics.enriched}
+        letters = [m for m in got if m.topic == topics.deadletter]
+        return want <= enriched and len(letters) >= len(poison)
+
+    got = consume(broker, [topics.enriched, topics.deadletter], done, 90)
+    assert done(got)
+    letters = {m.json()["offset"]: m.json() for m in got if m.topic == topics.deadletter}
+    assert sorted(letters) == [s.offset for s in sent[: len(poison)]]
+    assert all(v["reason"] for v in letters.values())
+    big = letters[sent[4].offset]
+    assert "max_message_bytes 100000" in big["reason"]
+    assert len(big["raw"]) < 70_000  # the dead letter keeps a bounded excerpt
