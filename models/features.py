@@ -106,9 +106,13 @@ _READS: dict[str, list[tuple[str, int]]] = {
 }
 
 
-def _add(buckets: dict[str, Any], ts: int, amount: float, failed: bool) -> None:
+def _add(
+    buckets: dict[str, Any], ts: int, amount: float, failed: bool, grains: Sequence[str] = ()
+) -> None:
     """Add one attempt; each grain is a list of [index, count, amount, failures], oldest first."""
     for grain, (seconds, _) in _GRAINS.items():
+        if grains and grain not in grains:
+            continue
         level: list[list[Any]] = buckets.setdefault(grain, [])
         idx = ts // seconds
         if level and level[-1][0] == idx:
@@ -155,6 +159,63 @@ def _read(buckets: dict[str, Any], ts: int) -> dict[str, list[float]]:
                     failures += f
             short = [count, amount, failures]
             out[window] = short
+    return out
+
+
+# (grain, seconds, buckets kept, windows read) in reading order; only "d" serves two windows.
+_PLAN = [(g, s, keep, [w for w, _ in _READS[g]]) for g, (s, keep) in _GRAINS.items()]
+
+
+def _update(
+    buckets: dict[str, Any], ts: int, amount: float, failed: bool, add: bool
+) -> dict[str, list[float]]:
+    """Add one attempt (when `add`) and read every window at time ts, in one pass per grain:
+    window → [count, amount, failures]. Equivalent to `_add` then `_read`."""
+    out: dict[str, list[float]] = {}
+    f = int(failed)
+    for grain, seconds, keep, windows in _PLAN:
+        level: list[list[Any]] | None = buckets.get(grain)
+        if level is None:
+            level = buckets[grain] = []
+        now = ts // seconds
+        if add:
+            if level and level[-1][0] == now:
+                cell = level[-1]
+                cell[1] += 1
+                cell[2] += amount
+                cell[3] += f
+            elif not level or level[-1][0] < now:
+                level.append([now, 1, amount, f])
+            else:
+                _add(buckets, ts, amount, failed, grains=(grain,))
+        if level and now - level[0][0] >= keep:
+            drop = 1
+            while drop < len(level) and now - level[drop][0] >= keep:
+                drop += 1
+            del level[:drop]
+        count, total, failures = 0, 0.0, 0
+        if len(windows) == 1:
+            for idx, c, a, x in level:
+                if idx > now:
+                    break
+                count += c
+                total += a
+                failures += x
+            out[windows[0]] = [count, total, failures]
+        else:  # the day grain: 7d is the last 7 of the 30 days kept
+            count7, total7, failures7 = 0, 0.0, 0
+            for idx, c, a, x in level:
+                if idx > now:
+                    break
+                count += c
+                total += a
+                failures += x
+                if now - idx < 7:
+                    count7 += c
+                    total7 += a
+                    failures7 += x
+            out["7d"] = [count7, total7, failures7]
+            out["30d"] = [count, total, failures]
     return out
 
 
@@ -251,8 +312,6 @@ class FeatureStore:
                 entries[entity] = self._entry(entity, key)
         if first_delivery:
             seen[dedup] = ts
-            for entry in entries.values():
-                _add(entry.setdefault("b", {}), ts, amount, failed)
             if tx.transaction_id not in self.tx_merchants:
                 self.tx_merchants[tx.transaction_id] = [tx.merchant_id, ts, False]
         if ts - customer.get("so", ts) >= DEDUP_SECONDS or len(seen) > MAX_DISTINCT:
@@ -265,7 +324,7 @@ class FeatureStore:
             entry_or_none = entries.get(entity)
             if entry_or_none is None:
                 continue
-            windows = _read(entry_or_none.setdefault("b", {}), ts)
+            windows = _update(entry_or_none.setdefault("b", {}), ts, amount, failed, first_delivery)
             for window in WINDOWS:
                 values[f"{entity}_count_{window}"] = int(windows[window][0])
                 values[f"{entity}_amount_{window}"] = float(windows[window][1])
