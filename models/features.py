@@ -79,9 +79,12 @@ ZERO: dict[str, Any] = {"int": 0, "double": 0.0, "bool": False, "string": ""}
 DTYPES: dict[str, Any] = {"int": np.int64, "double": np.float64, "bool": np.bool_, "string": object}
 
 
+_DEFAULTS: dict[str, Any] = {name: ZERO[kind] for name, kind in SCHEMA.items()}
+
+
 def defaults() -> dict[str, Any]:
     """Every name with its zero value: what an example or a missing field starts from."""
-    return {name: ZERO[kind] for name, kind in SCHEMA.items()}
+    return _DEFAULTS.copy()  # the zero values are immutable, so a shallow copy is a fresh row
 
 
 def _ts(at: datetime) -> int:
