@@ -143,6 +143,10 @@ def test_every_input_is_enriched_or_dead_lettered(
     assert _metric(text, "pantau_dead_letters_total", reason="currency") == N_EACH_INVALID
     assert _metric(text, "pantau_worker_up") == 1
     assert _metric(text, "pantau_batch_size_events_count", stage="payments") >= 1
+    # Consumer lag is wall clock minus the event time of the latest processed transaction.
+    latest = START + timedelta(milliseconds=50 * (N_VALID - 1))
+    lag = _metric(text, "pantau_consumer_lag_seconds", stage="payments")
+    assert abs(lag - (datetime.now(UTC) - latest).total_seconds()) < 120, lag
 
     # The channel views answer from the health stage (its snapshots follow the event time).
     assert any(s.name == "health" for s in build_stages(sandbox.settings))
