@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -78,14 +78,19 @@ def client_options(settings: Settings, url: str | None = None) -> dict[str, Any]
     return options
 
 
-async def wait_ready(url: str, timeout: float = START_TIMEOUT_S) -> None:
-    """Wait until the broker answers a Kafka metadata request."""
+async def wait_ready(
+    url: str, timeout: float = START_TIMEOUT_S, alive: Callable[[], bool] | None = None
+) -> None:
+    """Wait until the broker answers a Kafka metadata request (and stop waiting if `alive` says
+    its process died)."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise BrokerError(f"broker process for {url} exited while starting")
         admin = AIOKafkaAdminClient(
             bootstrap_servers=bootstrap_servers(url), request_timeout_ms=2000
         )
@@ -231,7 +236,7 @@ class EmbeddedBroker:
             try:
                 self._spawn(port)
                 self.port = port
-                asyncio.run(wait_ready(self.url))
+                asyncio.run(wait_ready(self.url, alive=self.alive))
                 ensure_topics(self.settings, self.url)
                 return self.url
             except (BrokerError, OSError) as exc:

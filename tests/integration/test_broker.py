@@ -87,3 +87,14 @@ def test_pantau_broker_runs_in_the_foreground_until_ctrl_c() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_taken_port_fails_fast_with_the_broker_output() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        broker = EmbeddedBroker(port=port)
+        with pytest.raises(BrokerError, match=r"tansu exited .*listening on: tcp://127\.0\.0\.1"):
+            broker.start()
+        assert broker.process is None
