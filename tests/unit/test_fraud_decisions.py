@@ -200,3 +200,14 @@ def test_unknown_channels_are_counted_as_other() -> None:
         "pantau_fraud_decisions_total", {"action": "approve", "channel": "other"}
     )
     assert (after or 0) - (before or 0) == 2
+
+
+def test_decisions_are_valid_contract_values() -> None:
+    """Decisions are built without per-payment validation: they must validate all the same."""
+    from models.outputs import FraudDecision
+
+    s = scorer()
+    for decision in s.score([tx(1, amount="2000000", card_country="US"), tx(2)]):
+        dumped = decision.model_dump(mode="json")
+        assert FraudDecision.model_validate(dumped).model_dump(mode="json") == dumped
+        assert dumped["decided_at"].endswith("Z") and dumped["schema_version"] == 1
