@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -260,6 +261,7 @@ class EmbeddedBroker:
             for k, v in os.environ.items()
             if k not in {"CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE"}
         }
+        env["NO_COLOR"] = "1"
         self.process = subprocess.Popen(
             self._command(port),
             stdin=subprocess.DEVNULL,
@@ -280,7 +282,8 @@ class EmbeddedBroker:
             return ""
         try:
             fh.seek(0)
-            return fh.read()[-2000:].decode("utf-8", errors="replace").strip()
+            text = fh.read()[-4000:].decode("utf-8", errors="replace")
+            return re.sub(r"\x1b\[[0-9;]*m", "", text).strip()[-2000:]
         except (OSError, ValueError):
             return ""
 
