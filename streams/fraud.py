@@ -313,8 +313,8 @@ async def publish_pack(pack: RulePack, broker: str, topic: str) -> None:
         enable_idempotence=False,  # the embedded broker refuses InitProducerId
         request_timeout_ms=15000,
     )
-    await producer.start()
     try:
+        await producer.start()
         await producer.send_and_wait(topic, value=pack_message(pack), key=pack.id.encode())
     finally:
         await producer.stop()
