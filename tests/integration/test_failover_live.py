@@ -21,7 +21,7 @@ from tests.integration.conftest import Received, Sandbox, WorkerProcess, consume
 pytestmark = pytest.mark.integration
 
 START = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
-MINUTES = 36
+MINUTES = 26  # the restore comes about 4 minutes after the outage ends
 OUTAGE = (8, 18)  # minutes
 RATE = 3  # attempts per second of event time, over BCA, MANDIRI and BNI
 
@@ -107,31 +107,38 @@ def _bca(signals: list[Received]) -> list[dict[str, Any]]:
     return [m.json() for m in signals if m.key == b"BCA"]
 
 
-def test_bca_outage_fails_over_and_restores_once(sandbox: Sandbox, tmp_path: Path) -> None:
-    topics = sandbox.topics
-    assert sandbox.settings.partitions == 8
+def _start(
+    sandbox: Sandbox, tmp_path: Path, n: int
+) -> tuple[list[WorkerProcess], list[int], list[int]]:
+    """`n` workers, each with its own web and metrics port, up and in the group."""
     workers: list[WorkerProcess] = []
     web_ports: list[int] = []
     metrics_ports: list[int] = []
-    try:
-        for n in range(2):
-            env = dict(sandbox.env)
-            web_ports.append(free_port())
-            metrics_ports.append(free_port())
-            env.update(
-                PANTAU_WEB_PORT=str(web_ports[-1]), PANTAU_METRICS_PORT=str(metrics_ports[-1])
-            )
-            workers.append(WorkerProcess(env, tmp_path / f"worker-{n}.log"))
-        # Both up and in the group before traffic starts (a join takes a few seconds on Tansu).
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if all(_get(f"http://127.0.0.1:{p}/channels")[0] == 200 for p in web_ports):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("workers did not start:\n" + workers[0].log()[-2000:])
-        time.sleep(8)
+    for i in range(n):
+        env = dict(sandbox.env)
+        web_ports.append(free_port())
+        metrics_ports.append(free_port())
+        env.update(PANTAU_WEB_PORT=str(web_ports[-1]), PANTAU_METRICS_PORT=str(metrics_ports[-1]))
+        workers.append(WorkerProcess(env, tmp_path / f"worker-{i}.log"))
+    # Up and in the group before traffic starts (a join takes a few seconds on Tansu).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if all(_get(f"http://127.0.0.1:{p}/channels")[0] == 200 for p in web_ports):
+            break
+        time.sleep(0.5)
+    else:
+        for w in workers:
+            w.stop()
+        pytest.fail("workers did not start:\n" + workers[0].log()[-2000:])
+    time.sleep(8)
+    return workers, web_ports, metrics_ports
 
+
+def test_bca_outage_fails_over_and_restores_once(sandbox: Sandbox, tmp_path: Path) -> None:
+    topics = sandbox.topics
+    assert sandbox.settings.partitions == 8
+    workers, web_ports, metrics_ports = _start(sandbox, tmp_path, 2)
+    try:
         # Traffic arrives as it would live, 10 s of event time at a time (far faster than real
         # time), so partitions advance together within the allowed lateness, as they do
         # when events come in as they happen.
@@ -180,6 +187,46 @@ def test_bca_outage_fails_over_and_restores_once(sandbox: Sandbox, tmp_path: Pat
         assert owners[0]["state"] == "healthy"
         assert owners[0]["last_signal"]["action"] == "restore"
         assert owners[0]["windows"]["1h"]["provider_errors"] > 100
+    finally:
+        for w in workers:
+            w.stop()
+
+
+def test_a_new_owner_restores_what_the_old_one_failed_over(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """BCA fails over; its worker stops in the middle of the outage; the other worker takes its
+    partitions, resumes BCA as failed over (from gateway.failover), and probes and restores it."""
+    topics = sandbox.topics
+    workers, web_ports, _ = _start(sandbox, tmp_path, 2)
+    try:
+        traffic = _traffic()
+        middle = (OUTAGE[0] + 3) * 60
+        asyncio.run(_paced(sandbox, [t for t in traffic if t[0] < middle], 10.0, 0.03))
+
+        def failed_over(got: list[Received]) -> bool:
+            return any(s["action"] == "failover" for s in _bca(got))
+
+        consume(sandbox.broker, [topics.failover], failed_over, timeout=60)
+        views = [_get(f"http://127.0.0.1:{p}/channels/BCA") for p in web_ports]
+        owner = next(i for i, (status, _) in enumerate(views) if status == 200)
+        assert views[owner][1]["state"] == "failed_over"
+        assert workers[owner].stop() == 0
+        survivor = 1 - owner
+
+        asyncio.run(_paced(sandbox, [t for t in traffic if t[0] >= middle], 10.0, 0.03))
+
+        def restored(got: list[Received]) -> bool:
+            return any(s["action"] == "restore" for s in _bca(got))
+
+        got = consume(sandbox.broker, [topics.failover], restored, timeout=120)
+        actions = [s["action"] for s in _bca(got)]
+        assert actions.count("failover") == 1, (actions, workers[survivor].log()[-2000:])
+        assert actions[-2:] == ["probe", "restore"] and actions.count("restore") == 1, actions
+        status, view = _get(f"http://127.0.0.1:{web_ports[survivor]}/channels/BCA")
+        assert status == 200 and view["state"] == "healthy", view
+        assert view["last_signal"]["action"] == "restore"
+        assert workers[survivor].process.poll() is None
     finally:
         for w in workers:
             w.stop()
