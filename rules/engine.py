@@ -243,6 +243,7 @@ class VectorCompiler:
             raise ExpressionError(
                 f"unknown name '{name}'{suggest(name, list(self.schema))}", *_pos(node)
             )
+
         def column(cols: Mapping[str, np.ndarray]) -> Column:
             return cols[name]
 
