@@ -87,6 +87,7 @@ def test_demo_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     while _processed(metrics_port) < 200 and time.monotonic() < deadline:
         assert demo.poll() is None, demo.communicate()[1][-3000:]
         time.sleep(0.5)
+    time.sleep(3)  # and the view has had time to read the outputs
     assert demo.poll() is None
     demo.send_signal(signal.SIGINT)
     stdout, stderr = demo.communicate(timeout=60)
