@@ -166,6 +166,7 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
     return [] if a == b else [f"{path}: {str(a)[:120]} != {str(b)[:120]}"]
 
 
+@pytest.mark.slow  # a simulated run through the full pipeline
 def test_the_run_is_meaningful(events: list[SimEvent], once: Run) -> None:
     """The simulated run exercises transactions, callbacks, bad input and outputs of every kind
     the pipeline has, so the comparisons below have something to compare."""
@@ -205,12 +206,14 @@ def _output_problems(once: Run, twice: Run) -> list[str]:
     return problems
 
 
+@pytest.mark.slow  # a simulated run through the full pipeline
 def test_redelivered_state_equals_state_after_one_delivery(once: Run, twice: Run) -> None:
     """Every mapping, counter, window and index of every stage."""
     diffs = _state_diffs(once, twice)
     assert not diffs, "state after redelivery differs:\n" + "\n".join(diffs[:20])
 
 
+@pytest.mark.slow  # a simulated run through the full pipeline
 def test_redelivered_outputs_equal_those_of_one_delivery(once: Run, twice: Run) -> None:
     """Redelivery re-sends only identities a single delivery sent, each with the same value
     (dead letters aside from their processing time)."""
@@ -218,6 +221,7 @@ def test_redelivered_outputs_equal_those_of_one_delivery(once: Run, twice: Run) 
     assert not problems, "\n".join(problems[:20])
 
 
+@pytest.mark.slow  # a simulated run through the full pipeline
 def test_every_resent_output_is_identical_to_the_first(twice: Run) -> None:
     """The verifier the crash test uses, on the redelivered run."""
     bad = conflicting_duplicates(Topics(), twice.outs)
@@ -333,6 +337,7 @@ def internal_twice(events: list[SimEvent]) -> Run:
     return run_internal(events, 2)
 
 
+@pytest.mark.slow  # a simulated run through the full pipeline
 def test_the_internal_routing_matches_the_pipelines(once: Run, internal_once: Run) -> None:
     """The hand routing above is the pipeline's own (so the next test means something)."""
     assert _output_problems(once, internal_once) == []
@@ -343,6 +348,7 @@ def _internal_problems(once: Run, twice: Run) -> list[str]:
     return problems + _output_problems(once, twice)
 
 
+@pytest.mark.slow  # a simulated run through the full pipeline
 def test_redelivered_internal_records_change_nothing_else(
     internal_once: Run, internal_twice: Run
 ) -> None:
@@ -355,6 +361,7 @@ def test_redelivered_internal_records_change_nothing_else(
     assert not problems, "\n".join(problems[:20])
 
 
+@pytest.mark.slow  # a simulated run through the full pipeline
 @pytest.mark.xfail(
     strict=True,
     reason="streams/health.py HealthStage merges every pantau.health-deltas record it is given: "
@@ -370,6 +377,7 @@ def test_redelivered_health_deltas_change_nothing(internal_once: Run, internal_t
     assert not problems, "\n".join(problems[:20])
 
 
+@pytest.mark.slow  # a simulated run through the full pipeline
 @pytest.mark.xfail(
     strict=True,
     reason="streams/settlement.py SettlementStage: a callback fact redelivered before its "
