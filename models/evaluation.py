@@ -79,7 +79,7 @@ def plot_curves(scores: np.ndarray, labels: np.ndarray, out_dir: Path, title: st
     ax.plot(recall, precision, label="model")
     ax.axhline(labels.mean(), linestyle="--", color="grey", label="fraud rate")
     ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall - {title}")
-    ax.legend(loc="upper right")
+    ax.legend(loc="lower left")
     fig.tight_layout()
     path = out_dir / "pr.png"
     fig.savefig(path, metadata={"Software": None})
