@@ -47,12 +47,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[
                 tags[event.value["transaction_id"]] = event.tag
             yield event
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr(sim_output, "LABEL_DELAY", timedelta(days=1))
-    try:
-        sim_output.write_file(until_end(), events, labels=labels)
-    finally:
-        mp.undo()
+    sim_output.write_file(until_end(), events, labels=labels, label_delay=timedelta(days=1))
     return events, labels, tags
 
 
