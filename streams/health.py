@@ -450,6 +450,7 @@ class HealthStage(Stage):
         self.last_signal: dict[str, dict[str, Any]] = {}
         self.dropped: set[str] = set()  # channels beyond max_channels (bounded)
         self.sources: dict[str, int] = {}  # observer → the event time it has read up to (ms)
+        self.applied: dict[int, int] = {}  # deltas partition → highest offset merged
         # channel → the state, method and time of its latest gateway.failover signal
         self.known: dict[str, dict[str, Any]] = {}
 
@@ -461,7 +462,15 @@ class HealthStage(Stage):
 
     def process(self, records: Sequence[Record]) -> list[Out]:
         sources = self.sources
+        applied = self.applied
         for record in records:
+            if record.offset is not None:
+                # Kafka redelivers a partition from the last committed offset: what this stage
+                # has merged already (up to its highest offset there) is skipped.
+                part = record.partition if record.partition is not None else -1
+                if record.offset <= applied.get(part, -1):
+                    continue
+                applied[part] = record.offset
             try:
                 delta = orjson.loads(record.value)
                 source, progress = str(delta.get("source", "")), int(delta["progress"])

@@ -508,3 +508,18 @@ def test_alternatives_include_channels_other_workers_judge() -> None:
     # MANDIRI and BNI judged here (ranked by health), then PERMATA (healthy elsewhere).
     assert failover["alternatives"][:2] in (["MANDIRI", "BNI"], ["BNI", "MANDIRI"])
     assert failover["alternatives"][2:] == ["PERMATA"]
+
+
+def test_redelivered_deltas_are_merged_once() -> None:
+    obs = HealthObserver(TOPICS)
+    stage = HealthStage(TOPICS)
+    records = [internal_record(o) for o in obs.observe([tx(i, _at(i)) for i in range(6)])]
+    for offset, record in enumerate(records):
+        record.partition, record.offset = 3, offset
+    stage.process(records)
+    stage.process(records[1:])  # the worker died before committing: redelivered
+    later = internal_record(obs.observe([tx(9, _at(9))])[0])
+    later.partition, later.offset = 3, len(records)
+    stage.process([later])
+    w = of(stage.close(), TOPICS.health)[-1]["windows"]["1m"]
+    assert w["attempts"] == 7
