@@ -168,6 +168,7 @@ class WorkerProcess:
             env=phase.env,
             stdout=subprocess.PIPE,
             stderr=self._log,
+            cwd=Path(__file__).resolve().parent.parent,  # where `bench` imports from
             start_new_session=True,
         )
         self.progress: list[tuple[float, int]] = []
