@@ -133,7 +133,7 @@ def simulate(
     start: Annotated[
         str | None, typer.Option(help="ISO start time with offset (default 2026-11-20T16:00Z)")
     ] = None,
-    customers: Annotated[int, typer.Option(min=1)] = 5000,
+    customers: Annotated[int, typer.Option(min=1)] = 200_000,
     merchants: Annotated[int, typer.Option(min=1)] = 200,
     invalid_rate: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="share of deliberately invalid events")

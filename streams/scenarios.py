@@ -17,6 +17,10 @@ CALLBACK_STORM = "callback_storm"
 SETTLEMENT_DELAY = "settlement_delay"
 LOW_BALANCE = "low_balance"
 
+# A realistic population for the default rate: at 20 payments/s a customer pays a few times a
+# day, not every few minutes (5,000 customers made everyone a velocity outlier).
+DEFAULT_CUSTOMERS = 200_000
+
 
 @dataclass(frozen=True, slots=True)
 class Incident:
@@ -65,7 +69,7 @@ class Scenario:
     windows: tuple[Window, ...]
 
     def incidents(
-        self, start: datetime, *, customers: int = 5000, merchants: int = 200
+        self, start: datetime, *, customers: int = DEFAULT_CUSTOMERS, merchants: int = 200
     ) -> list[Incident]:
         """This scenario's incidents for a simulation starting at `start`."""
         out = []
@@ -199,7 +203,7 @@ def incidents(
     start: datetime,
     *,
     duration: timedelta | None = None,
-    customers: int = 5000,
+    customers: int = DEFAULT_CUSTOMERS,
     merchants: int = 200,
     cycles: int = 1,
 ) -> list[Incident]:

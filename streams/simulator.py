@@ -859,7 +859,7 @@ def generate(
     start: datetime = DEFAULT_START,
     duration: timedelta = timedelta(hours=2),
     tx_per_second: float = 20.0,
-    customers: int = 5000,
+    customers: int = sc.DEFAULT_CUSTOMERS,
     merchants: int = 200,
     loop: bool = False,
     invalid_rate: float = 0.0,
@@ -895,7 +895,7 @@ def incidents(
     *,
     start: datetime = DEFAULT_START,
     duration: timedelta = timedelta(hours=2),
-    customers: int = 5000,
+    customers: int = sc.DEFAULT_CUSTOMERS,
     merchants: int = 200,
     cycles: int = 1,
 ) -> list[sc.Incident]:
