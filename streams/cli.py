@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from streams.pipeline import Pipeline
     from streams.settings import Settings
 
 app = typer.Typer(
@@ -49,6 +51,26 @@ def load_settings(**overrides: Any) -> Settings:
         usage_error(f"settings: {exc}")
 
 
+def pipeline_for(
+    events: Path, model: Path | None, rules: Path | None, secrets: Path | None, **settings: Any
+) -> Pipeline:
+    """The pipeline a replay-like verb runs; missing files and bad settings exit 2."""
+    from streams.pipeline import build_pipeline
+
+    if not events.exists():
+        usage_error(f"{events}: no such file")
+    for label, path in (("--model", model), ("--rules", rules), ("--secrets", secrets)):
+        if path is not None and not path.exists():
+            usage_error(f"{label} {path}: no such file or directory")
+    if secrets is not None:
+        os.environ["PANTAU_SECRETS_FILE"] = str(secrets)
+    loaded = load_settings(model_dir=model, rules_pack=rules, **settings)
+    try:
+        return build_pipeline(loaded)
+    except (ValueError, OSError) as exc:
+        usage_error(str(exc))
+
+
 @app.command()
 def replay(
     events: Annotated[Path, typer.Argument(help="JSON-lines file of {topic, value} events")],
@@ -56,25 +78,19 @@ def replay(
     model: Annotated[Path | None, typer.Option("--model", help="fraud model directory")] = None,
     rules: Annotated[Path | None, typer.Option("--rules", help="fraud rule pack file")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="micro-batch size")] = 500,
+    secrets: Annotated[
+        Path | None,
+        typer.Option("--secrets", help="callback secrets file (as PANTAU_SECRETS_FILE)"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Run the whole pipeline over a file of events: one JSON-lines file per output topic."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from streams.pipeline import build_pipeline
     from streams.replay import ReplayInputError
     from streams.replay import replay as run_replay
 
-    if not events.exists():
-        usage_error(f"{events}: no such file")
-    for label, path in (("--model", model), ("--rules", rules)):
-        if path is not None and not path.exists():
-            usage_error(f"{label} {path}: no such file or directory")
-    settings = load_settings(model_dir=model, rules_pack=rules, batch_size=batch_size)
-    try:
-        pipeline = build_pipeline(settings)
-    except (ValueError, OSError) as exc:
-        usage_error(str(exc))
+    pipeline = pipeline_for(events, model, rules, secrets, batch_size=batch_size)
     progress = Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -295,22 +311,16 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="directory for the PNG plots")],
     model: Annotated[Path | None, typer.Option("--model", help="fraud model directory")] = None,
     rules: Annotated[Path | None, typer.Option("--rules", help="fraud rule pack file")] = None,
+    secrets: Annotated[
+        Path | None,
+        typer.Option("--secrets", help="callback secrets file (as PANTAU_SECRETS_FILE)"),
+    ] = None,
 ) -> None:
     """Replay a file of events and plot it: errors, latency, failovers, settlement, decisions."""
-    from streams.pipeline import build_pipeline
     from streams.replay import ReplayInputError
     from streams.report import render_report
 
-    if not events.exists():
-        usage_error(f"{events}: no such file")
-    for label, path in (("--model", model), ("--rules", rules)):
-        if path is not None and not path.exists():
-            usage_error(f"{label} {path}: no such file or directory")
-    settings = load_settings(model_dir=model, rules_pack=rules)
-    try:
-        pipeline = build_pipeline(settings)
-    except (ValueError, OSError) as exc:
-        usage_error(str(exc))
+    pipeline = pipeline_for(events, model, rules, secrets)
     try:
         written = render_report(pipeline, events, out)
     except ReplayInputError as exc:

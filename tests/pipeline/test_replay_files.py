@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from streams.cli import app
@@ -101,3 +102,28 @@ def test_cli_replay_writes_files(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["replay", str(src), "--out", str(tmp_path / "o"), "-q"])
     assert result.exit_code == 0, result.output
     assert len(read(tmp_path / "o" / "payments.enriched.jsonl")) == 1
+
+
+def test_cli_replay_trusts_simulated_callbacks_with_their_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PANTAU_SECRETS_FILE", raising=False)  # restored after the test
+    runner = CliRunner()
+    events, secrets = tmp_path / "sim.jsonl", tmp_path / "secrets.yaml"
+    made = runner.invoke(
+        app, ["simulate", "--out", str(events), "--secrets-file", str(secrets), "--duration", "3m"]
+    )
+    assert made.exit_code == 0, made.output
+    callbacks = sum(1 for line in read(events) if line["topic"] == "payments.callbacks")
+    assert callbacks > 50
+
+    untrusted = runner.invoke(app, ["replay", str(events), "--out", str(tmp_path / "a"), "-q"])
+    assert untrusted.exit_code == 0, untrusted.output
+    letters = read(tmp_path / "a" / "payments.deadletter.jsonl")
+    assert len(letters) == callbacks, "without the secrets no callback is trusted"
+
+    trusted = runner.invoke(
+        app, ["replay", str(events), "--out", str(tmp_path / "b"), "--secrets", str(secrets), "-q"]
+    )
+    assert trusted.exit_code == 0, trusted.output
+    assert read(tmp_path / "b" / "payments.deadletter.jsonl") == []
