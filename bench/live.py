@@ -88,7 +88,7 @@ def serve_pantau() -> None:
         await handle(records, timestamps)
         _report(runner.processed)
 
-    runner.handle = counted  # type: ignore[method-assign]
+    runner.handle = counted  # type: ignore[method-assign,unused-ignore]
     worker.execute_from_commandline()
 
 
@@ -377,7 +377,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(*, events: int = 150_000, max_phase_s: float = 75.0, latency_s: float = 15.0) -> Report:
+def run(*, events: int = 120_000, max_phase_s: float = 60.0, latency_s: float = 15.0) -> Report:
     from streams.broker import EmbeddedBroker
     from streams.settings import Settings
 
@@ -457,8 +457,8 @@ def run(*, events: int = 150_000, max_phase_s: float = 75.0, latency_s: float = 
 
 def main(argv: list[str] | None = None) -> Report | None:
     parser = argparse.ArgumentParser(prog="python -m bench.live", description=__doc__)
-    parser.add_argument("--events", type=int, default=150_000)
-    parser.add_argument("--max-phase-s", type=float, default=75.0)
+    parser.add_argument("--events", type=int, default=120_000)
+    parser.add_argument("--max-phase-s", type=float, default=60.0)
     parser.add_argument("--latency-s", type=float, default=15.0)
     parser.add_argument("--worker", choices=["noop", "pantau"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
