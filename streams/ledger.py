@@ -47,7 +47,9 @@ def identity(topics: Topics, sent: Sent) -> tuple[Any, ...]:
     if t == topics.alerts:
         return (t, v.get("fingerprint"), v.get("at"), v.get("status"))
     if t == topics.settlement:
-        return (t, sent.key, v.get("kind"), v.get("callback_id"), v.get("created_at"))
+        # A transaction fact is one attempt (id, time, status); a callback fact one callback.
+        return (t, sent.key, v.get("kind"), v.get("callback_id"), v.get("created_at"),
+                v.get("status") if v.get("kind") == "transaction" else None)  # fmt: skip
     return (t, sent.key, orjson.dumps(dict(v), option=orjson.OPT_SORT_KEYS))
 
 
