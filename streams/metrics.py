@@ -7,6 +7,7 @@ pre-bound children (`child(...)`), which cost a quarter of a `labels(...)` call.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -157,29 +158,35 @@ FRAUD_DECISIONS = Counter(
     "pantau_fraud_decisions_total", "Fraud decisions", ["action", "channel"], registry=REGISTRY
 )
 FRAUD_RULE_HITS = Counter(
-    "pantau_fraud_rule_hits_total", "Rule hits (shadow hits are reported, never acted on)",
-    ["rule", "mode"], registry=REGISTRY,
+    "pantau_fraud_rule_hits_total",
+    "Rule hits (shadow hits are reported, never acted on)",
+    ["rule", "mode"],
+    registry=REGISTRY,
 )
 FRAUD_SCORE = Histogram(
-    "pantau_fraud_score", "Fraud score of each decision (0-100)",
-    buckets=(5, 10, 20, 30, 40, 50, 65, 75, 85, 95, 100), registry=REGISTRY,
+    "pantau_fraud_score",
+    "Fraud score of each decision (0-100)",
+    buckets=(5, 10, 20, 30, 40, 50, 65, 75, 85, 95, 100),
+    registry=REGISTRY,
 )
 FRAUD_SCORING_SECONDS = Histogram(
     "pantau_fraud_scoring_duration_seconds",
     "Time to score one micro-batch (features, rules, model, decisions)",
-    buckets=BATCH_BUCKETS, registry=REGISTRY,
+    buckets=BATCH_BUCKETS,
+    registry=REGISTRY,
 )
-FRAUD_VERSIONS = Info(
-    "pantau_fraud", "Active rule pack and model versions", registry=REGISTRY
-)
+FRAUD_VERSIONS = Info("pantau_fraud", "Active rule pack and model versions", registry=REGISTRY)
 FRAUD_RULE_ERRORS = Counter(
     "pantau_fraud_rule_errors_total",
     "Rows a rule could not evaluate (e.g. integer division by zero): counted as no match",
-    ["rule"], registry=REGISTRY,
+    ["rule"],
+    registry=REGISTRY,
 )
 FRAUD_RULE_PACKS = Counter(
-    "pantau_fraud_rule_packs_total", "Rule packs received on pantau.rules, by result",
-    ["result"], registry=REGISTRY,
+    "pantau_fraud_rule_packs_total",
+    "Rule packs received on pantau.rules, by result",
+    ["result"],
+    registry=REGISTRY,
 )
 
 
@@ -217,68 +224,115 @@ def observe_fraud_batch(decisions: Any, seconds: float) -> None:
 # streams.callbacks.Reason values), status (settled/pending/failed/refunded), channel, method,
 # mechanism (standard/exempt/reverse_charge). Never merchant or transaction ids.
 CALLBACKS = Counter(
-    "pantau_callbacks_total", "Callbacks received, by provider and result",
-    ["provider", "result"], registry=REGISTRY,
+    "pantau_callbacks_total",
+    "Callbacks received, by provider and result",
+    ["provider", "result"],
+    registry=REGISTRY,
 )
 CALLBACK_VERIFICATION_FAILURES = Counter(
     "pantau_callback_verification_failures_total",
     "Untrusted callbacks (dead-lettered, never applied), by provider and reason",
-    ["provider", "reason"], registry=REGISTRY,
+    ["provider", "reason"],
+    registry=REGISTRY,
 )
 CALLBACK_FACTS = Counter(
-    "pantau_callback_facts_total", "Trusted callbacks forwarded to settlement",
-    ["provider", "status"], registry=REGISTRY,
+    "pantau_callback_facts_total",
+    "Trusted callbacks forwarded to settlement",
+    ["provider", "status"],
+    registry=REGISTRY,
 )
 SETTLEMENT_DELAY = Histogram(
     "pantau_settlement_delay_seconds",
     "Settlement time minus the transaction's created_at, by channel and method",
-    ["channel", "method"], buckets=SETTLEMENT_BUCKETS, registry=REGISTRY,
+    ["channel", "method"],
+    buckets=SETTLEMENT_BUCKETS,
+    registry=REGISTRY,
 )
 SETTLEMENT_DELAY_QUANTILE = Gauge(
     "pantau_settlement_delay_quantile_seconds",
     "Settlement delay quantile (0.5, 0.95) over the rule's event-time window",
-    ["channel", "method", "quantile"], registry=REGISTRY,
+    ["channel", "method", "quantile"],
+    registry=REGISTRY,
 )
 CALLBACKS_MISSING = Counter(
     "pantau_callbacks_missing_total",
     "Transactions without a final callback past their method's deadline",
-    ["channel", "method"], registry=REGISTRY,
+    ["channel", "method"],
+    registry=REGISTRY,
 )
 CALLBACKS_UNMATCHED = Counter(
     "pantau_callbacks_unmatched_total",
     "Trusted callbacks whose transaction never arrived within the wait (bounded in count and time)",
-    ["provider"], registry=REGISTRY,
+    ["provider"],
+    registry=REGISTRY,
 )
 SETTLEMENT_AWAITING = Gauge(
     "pantau_settlement_awaiting_transactions",
-    "Transactions waiting for their final callback (this worker's partitions)", registry=REGISTRY,
+    "Transactions waiting for their final callback (this worker's partitions)",
+    registry=REGISTRY,
 )
 LOW_BALANCE_MERCHANTS = Gauge(
-    "pantau_low_balance_merchants", "Merchants whose deposit balance is below their threshold",
+    "pantau_low_balance_merchants",
+    "Merchants whose deposit balance is below their threshold",
     registry=REGISTRY,
 )
 BALANCE_SNAPSHOTS = Counter(
-    "pantau_balance_snapshots_total", "Balance snapshots processed (stale ones ignored)",
-    ["result"], registry=REGISTRY,
+    "pantau_balance_snapshots_total",
+    "Balance snapshots processed (stale ones ignored)",
+    ["result"],
+    registry=REGISTRY,
 )
 VAT_TAGGED = Counter(
-    "pantau_vat_tagged_total", "Successful transactions tagged with VAT, by mechanism",
-    ["mechanism"], registry=REGISTRY,
+    "pantau_vat_tagged_total",
+    "Successful transactions tagged with VAT, by mechanism",
+    ["mechanism"],
+    registry=REGISTRY,
 )
 VAT_FLAGGED = Counter(
-    "pantau_vat_flagged_total", "VAT tags carrying a flag (unknown category…), by flag",
-    ["flag"], registry=REGISTRY,
+    "pantau_vat_flagged_total",
+    "VAT tags carrying a flag (unknown category…), by flag",
+    ["flag"],
+    registry=REGISTRY,
 )
+
+
+def set_build_info() -> None:
+    """Label pantau_build with this install's version (and Python's), once at worker start."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pantau = version("pantau")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        pantau = "unknown"
+    BUILD.info({"version": pantau, "python": platform.python_version()})
+
+
+# Dead-letter reasons that do not start with the field they name, by their opening words.
+_REASON_KINDS = (
+    ("not valid JSON", "invalid_json"),
+    ("must be a JSON object", "not_an_object"),
+    ("empty value", "empty"),
+    ("value too large", "too_large"),
+)
+
+
+_FIELD = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,40}$")  # a field path such as headers.x-token
 
 
 def reason_class(reason: str) -> str:
-    """A dead-letter reason reduced to a bounded label: the field it names, or its kind."""
+    """A dead-letter reason reduced to a bounded label: its kind, or the field it names."""
+    for opening, kind in _REASON_KINDS:
+        if reason.startswith(opening):
+            return kind
+    if "holds a card number" in reason:
+        return "card_number"
     head = reason.split(":", 1)[0].strip()
     if head.startswith("line "):
         return "unreadable_line"
-    if " " in head or len(head) > 40:
-        return head.split(" ", 1)[0][:40] or "other"
-    return head or "other"
+    if not _FIELD.match(head):
+        return "other"
+    return head.split(".", 1)[0]
 
 
 @lru_cache(maxsize=4096)

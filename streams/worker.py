@@ -158,6 +158,7 @@ def run(settings: Settings, wait_s: float = 30.0) -> None:
         flush=True,
     )
     metrics.WORKER_UP.set(1)
+    metrics.set_build_info()
     try:
         worker.execute_from_commandline()
     finally:

@@ -1,0 +1,35 @@
+"""The metrics module: build info and the bounded dead-letter reason label."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import pytest
+
+from streams import metrics
+
+
+def test_build_info_names_the_installed_version() -> None:
+    metrics.set_build_info()
+    text = metrics.exposition().decode()
+    assert 'pantau_build_info{python="' in text
+    assert f'version="{version("pantau")}"' in text
+
+
+@pytest.mark.parametrize(
+    ("reason", "label"),
+    [
+        ("amount: must be ≤ 1000000000", "amount"),
+        ("line 7: topic must be one of the input topics", "unreadable_line"),
+        ("not valid JSON: unexpected character", "invalid_json"),
+        ("must be a JSON object, got list", "not_an_object"),
+        ("value too large: 5000 bytes > max_message_bytes 2048", "too_large"),
+        ("extra.note: holds a card number (411111******1111)", "card_number"),
+        ("untrusted_callback: xendit signature_mismatch", "untrusted_callback"),
+        ("headers.x-token: Field required", "headers"),
+        ("stage payments failed: KeyError('x')", "other"),
+        ("x" * 200 + ": y", "other"),
+    ],
+)
+def test_reason_class_is_bounded(reason: str, label: str) -> None:
+    assert metrics.reason_class(reason) == label
