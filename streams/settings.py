@@ -12,6 +12,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from streams.topics import Topics
 
+# broker_credentials keys that name things rather than prove them (not redacted, not scanned).
+_NOT_SECRET_CREDENTIALS = frozenset({"mechanism", "username", "cafile", "certfile"})
+
 
 class Settings(BaseSettings):
     """Everything a worker, replay or the demo needs; secrets are SecretStr and never logged."""
@@ -84,7 +87,11 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every secret's plain value (for leak scans in tests; never log these)."""
         values = [s.get_secret_value() for v in self.callback_secrets.values() for s in v]
-        values += [s.get_secret_value() for s in self.broker_credentials.values()]
+        values += [
+            s.get_secret_value()
+            for k, s in self.broker_credentials.items()
+            if k.lower() not in _NOT_SECRET_CREDENTIALS
+        ]
         return [v for v in values if v]
 
 

@@ -62,3 +62,11 @@ def test_unreadable_secrets_file_names_it(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("PANTAU_SECRETS_FILE", str(tmp_path / "missing.yaml"))
     with pytest.raises(ValueError, match=r"missing\.yaml"):
         Settings()
+
+
+def test_secret_values_are_only_the_secrets() -> None:
+    s = Settings(
+        callback_secrets={"xendit": ["tok-1"]},
+        broker_credentials={"mechanism": "SCRAM-SHA-512", "username": "pantau", "password": "pw-9"},
+    )
+    assert sorted(s.secret_values()) == ["pw-9", "tok-1"]
