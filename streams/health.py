@@ -393,6 +393,7 @@ class _Channel:
     runs: dict[int, list[Any]] = field(default_factory=dict)
     first_bucket: int = -1
     last_bucket: int = -1
+    heard: int = -1  # the event time (its source's progress) of the latest delta of it (ms)
     method_attempts: dict[str, int] = field(default_factory=dict)  # the channel's main method
 
     def add(self, method: str, bucket: int, counts: Sequence[int], latency: Any) -> bool:
@@ -527,6 +528,7 @@ class HealthStage(Stage):
             return  # more than an hour late
         ch.method_attempts[method] = ch.method_attempts.get(method, 0) + int(counts[ATTEMPTS])
         ch.last_bucket = max(ch.last_bucket, bucket)
+        ch.heard = max(ch.heard, int(delta["progress"]))
         if ch.first_bucket < 0 or bucket < ch.first_bucket:
             ch.first_bucket = bucket
         last_ok = delta.get("last_ok")
@@ -621,9 +623,11 @@ class HealthStage(Stage):
             st = self._machine(channel, boundary)
             if ch.first_bucket < 0 or ch.first_bucket >= boundary:
                 continue  # nothing of this channel is closed yet
-            active = ch.last_bucket >= boundary - WINDOWS["1h"]
-            if not active and st.state == ChannelState.HEALTHY.value:
-                continue  # quiet for an hour and healthy: nothing to say
+            if ch.heard < boundary - SOURCE_IDLE_MS:
+                # Nothing heard of it for 2 minutes: it has no traffic, or a rebalance gave it to
+                # another worker. Either way there is no new evidence, and judging it here could
+                # contradict its new owner.
+                continue
             evals.append((self._measure(channel, ch, boundary, st), st))
             self._prune(ch, boundary)
         by_channel = {e.channel: e for e, _ in evals}

@@ -523,3 +523,18 @@ def test_redelivered_deltas_are_merged_once() -> None:
     stage.process([later])
     w = of(stage.close(), TOPICS.health)[-1]["windows"]["1m"]
     assert w["attempts"] == 7
+
+
+def test_a_channel_not_heard_from_is_not_judged() -> None:
+    """BCA's deltas stop (its partition went to another worker): after 2 minutes of event time
+    this stage stops judging it, so it cannot contradict the new owner; MANDIRI goes on."""
+    obs = HealthObserver(TOPICS)
+    stage = HealthStage(TOPICS)
+    feed(stage, obs.observe([tx(i, _at(i), channel="BCA") for i in range(60)]))
+    outs = []
+    for s in range(60, 600, 5):
+        outs += feed(stage, obs.observe([tx(1000 + s, _at(s), channel="MANDIRI")]))
+    last = {}
+    for snap in of(outs, TOPICS.health):
+        last[snap["channel"]] = snap["at"]
+    assert last["BCA"] <= "2026-11-21T03:03:00.000Z" < last["MANDIRI"]
