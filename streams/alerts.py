@@ -8,6 +8,7 @@ from typing import Any
 
 from models.common import iso_utc
 from models.outputs import Alert, AlertStatus, Severity, alert_fingerprint
+from streams import metrics
 from streams.core import Out
 
 
@@ -15,12 +16,23 @@ class AlertTracker:
     """Turns per-evaluation conditions into firing/resolved transitions, keyed by fingerprint.
 
     `state` maps fingerprint → the firing alert's JSON value; pass a Faust table live or a dict
-    in replay. Re-evaluating a condition that has not changed sends nothing.
+    in replay. Re-evaluating a condition that has not changed sends nothing. Every tracker keeps
+    `pantau_alerts_firing{alert}` and `pantau_alert_notifications_total{alert,status}` up to date;
+    `names` get a 0 series from the start, so a quiet day still shows them.
     """
 
-    def __init__(self, topic: str, state: MutableMapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        topic: str,
+        state: MutableMapping[str, Any] | None = None,
+        names: tuple[str, ...] = (),
+    ) -> None:
         self.topic = topic
         self.state: MutableMapping[str, Any] = state if state is not None else {}
+        for name in names:
+            metrics.child(metrics.ALERTS_FIRING, name).inc(0)
+        for value in self.state.values():  # alerts already firing in restored state
+            metrics.child(metrics.ALERTS_FIRING, value["alert"]).inc()
 
     def update(
         self,
@@ -52,6 +64,8 @@ class AlertTracker:
             )
             out = Out.of(self.topic, fingerprint, message)
             self.state[fingerprint] = out.value
+            metrics.child(metrics.ALERTS_FIRING, alert).inc()
+            metrics.child(metrics.ALERT_NOTIFICATIONS, alert, "firing").inc()
             return [out]
         if not firing and current is not None:
             del self.state[fingerprint]
@@ -63,6 +77,8 @@ class AlertTracker:
             )
             if summary:
                 resolved["summary"] = summary
+            metrics.child(metrics.ALERTS_FIRING, alert).dec()
+            metrics.child(metrics.ALERT_NOTIFICATIONS, alert, "resolved").inc()
             return [Out(self.topic, fingerprint, resolved)]
         return []
 

@@ -53,7 +53,7 @@ class BalancesStage(Stage):
     ) -> None:
         self.topics = topics
         self.rules = rules or BalanceRules()
-        self.alerts = alerts or AlertTracker(topics.alerts)
+        self.alerts = alerts or AlertTracker(topics.alerts, names=("low_balance",))
         # merchant_id → {"at": ISO time, "balance": decimal string} of its latest snapshot.
         self.latest: MutableMapping[str, Any] = latest if latest is not None else {}
         self.decoder = Decoder(BalanceSnapshot, topics.deadletter, max_bytes=max_bytes)

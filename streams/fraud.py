@@ -192,7 +192,9 @@ class RulesStage(Stage):
     ) -> None:
         self.topics = topics
         self.scorer = scorer
-        self.alerts = alerts if alerts is not None else AlertTracker(topics.alerts)
+        self.alerts = (
+            alerts if alerts is not None else AlertTracker(topics.alerts, names=(REJECTED_ALERT,))
+        )
         self.clock = EventClock()
 
     @property

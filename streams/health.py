@@ -445,7 +445,7 @@ class HealthStage(Stage):
         self.records = _Ring()
         # channel → MachineState as a dict (pass a Faust table live; a dict in replay)
         self.machines: MutableMapping[str, Any] = machines if machines is not None else {}
-        self.alerts = AlertTracker(topics.alerts, alert_state)
+        self.alerts = AlertTracker(topics.alerts, alert_state, names=ALERT_NAMES)
         self.next_eval: int | None = None
         self.snapshots: dict[str, dict[str, Any]] = {}
         self.last_signal: dict[str, dict[str, Any]] = {}
@@ -652,17 +652,6 @@ class HealthStage(Stage):
             self.snapshots[ev.channel] = health.value
             self._export(ev, new)
         out.extend(self._deadletter_alert(boundary, at))
-        for o in out:
-            if o.topic == self.topics.alerts:
-                metrics.child(
-                    metrics.ALERT_NOTIFICATIONS, o.value["alert"], o.value["status"]
-                ).inc()
-        if any(o.topic == self.topics.alerts for o in out):
-            firing: dict[str, int] = {}
-            for alert in self.alerts.firing():
-                firing[alert["alert"]] = firing.get(alert["alert"], 0) + 1
-            for name in ALERT_NAMES:
-                metrics.child(metrics.ALERTS_FIRING, name).set(firing.get(name, 0))
         return out
 
     def _prune(self, ch: _Channel, boundary: int) -> None:

@@ -257,7 +257,7 @@ class CallbacksStage(Stage):
         # token header is the secret itself; a leaked key may come from a foreign address).
         self.redact = sorted({v for v in redact if len(v) >= 6}, key=len, reverse=True)
         self.rules = rules or SettlementRules()
-        self.alerts = alerts or AlertTracker(topics.alerts)
+        self.alerts = alerts or AlertTracker(topics.alerts, names=("callback_signature_failures",))
         self.seen: MutableMapping[str, Any] = seen if seen is not None else {}
         self.failure_rule = self.rules.alerts.callback_signature_failures
         self.failures = WindowCounter(
@@ -420,7 +420,9 @@ class SettlementStage(Stage):
     ) -> None:
         self.topics = topics
         self.rules = rules or SettlementRules()
-        self.alerts = alerts or AlertTracker(topics.alerts)
+        self.alerts = alerts or AlertTracker(
+            topics.alerts, names=("settlement_delay_high", "callbacks_missing")
+        )
         root: MutableMapping[str, Any] = state if state is not None else {}
         self.awaiting: MutableMapping[str, Any] = root.setdefault("awaiting", {})
         self.early: MutableMapping[str, Any] = root.setdefault("early", {})
