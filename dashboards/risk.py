@@ -46,6 +46,23 @@ def flagged_share_by_channel() -> c.Panel:
     )
 
 
+def amount_flagged() -> c.Panel:
+    """IDR sent to review or declined, per hour."""
+    flagged = f"{Action.REVIEW}|{Action.DECLINE}"
+    return c.timeseries_panel(
+        "IDR reviewed and declined (per hour)",
+        "Amount of the payments sent to review or declined over the last hour, in IDR.",
+        "short",
+        c.targets(
+            (
+                c.increase(c.counter(m.FRAUD_AMOUNT_IDR), ["action"], window="1h", action=flagged),
+                "{{action}}",
+            )
+        ),
+        stacked=True,
+    )
+
+
 def score_distribution() -> c.Panel:
     """Fraud scores by bucket over the time range."""
     return c.bar_gauge(
@@ -148,7 +165,7 @@ def build() -> db.Dashboard:
         "What is the fraud engine deciding, why, and with which rules and model?",
         [
             ("Versions", [versions(), rule_packs(), scoring_time()]),
-            ("Decisions", [decisions_by_action(), flagged_share_by_channel(),
+            ("Decisions", [decisions_by_action(), flagged_share_by_channel(), amount_flagged(),
                            score_distribution(), score_quantiles()]),
             ("Rules", [hits_enabled(), hits_shadow()]),
         ],

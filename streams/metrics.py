@@ -154,6 +154,12 @@ DEADLETTER_RATIO = Gauge(
 
 # ---- fraud (decisions, rules, model) ------------------------------------------------------------
 
+FRAUD_AMOUNT_IDR = Counter(
+    "pantau_fraud_amount_idr_total",
+    "IDR amount of the payments decided, by action (what review and decline hold back)",
+    ["action"],
+    registry=REGISTRY,
+)
 FRAUD_DECISIONS = Counter(
     "pantau_fraud_decisions_total", "Fraud decisions", ["action", "channel"], registry=REGISTRY
 )
@@ -213,6 +219,8 @@ def observe_fraud_batch(decisions: Any, seconds: float) -> None:
     for decision in decisions:
         channel = decision.channel if decision.channel in KNOWN_CHANNELS else "other"
         child(FRAUD_DECISIONS, decision.action.value, channel).inc()
+        if decision.amount is not None:
+            child(FRAUD_AMOUNT_IDR, decision.action.value).inc(float(decision.amount))
         FRAUD_SCORE.observe(decision.score)
         for hit in decision.rule_hits:
             child(FRAUD_RULE_HITS, hit.rule_id, "shadow" if hit.shadow else "enabled").inc()

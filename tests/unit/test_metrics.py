@@ -33,3 +33,23 @@ def test_build_info_names_the_installed_version() -> None:
 )
 def test_reason_class_is_bounded(reason: str, label: str) -> None:
     assert metrics.reason_class(reason) == label
+
+
+def test_fraud_amounts_are_counted_by_action() -> None:
+    from decimal import Decimal
+
+    from models.outputs import FraudDecision
+
+    def amount(action: str) -> float:
+        value = metrics.REGISTRY.get_sample_value(
+            "pantau_fraud_amount_idr_total", {"action": action}
+        )
+        return value or 0.0
+
+    before = amount("review")
+    decision = FraudDecision(
+        transaction_id="trx-1", action="review", score=70.0, rules_version="core-1",
+        decided_at="2026-11-21T03:00:00Z", channel="BCA", amount=Decimal("150000.50"),
+    )  # fmt: skip
+    metrics.observe_fraud_batch([decision], 0.001)
+    assert amount("review") == before + 150000.5
