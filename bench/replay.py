@@ -76,7 +76,8 @@ class StageTimer:
         inner = sum(v for k, v in parts.items() if k.startswith("payments: "))
         if "payments" in parts:
             parts["payments: decode and enrich"] = parts.pop("payments") - inner
-        parts["driver (read, sort, route, write)"] = total - sum(parts.values())
+        # What no stage timer saw (reading, sorting, routing, writing), never below zero.
+        parts["driver (read, sort, route, write)"] = max(0.0, total - sum(parts.values()))
         return sorted(((k, v / total) for k, v in parts.items()), key=lambda kv: -kv[1])
 
 
