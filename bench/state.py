@@ -163,11 +163,11 @@ def run(*, small: int = 100_000, large: int = 1_000_000, per_customer: int = 3) 
     )
     if large:
         factor = max(1, large // small)
-        need = deep * small * factor * 2
-        if available_bytes() and need > available_bytes() * 0.5:
+        need = deep * small * factor * 1.4  # resident growth ran about 1.2× the deep size
+        if available_bytes() and need > available_bytes() * 0.6:
             report.notes.append(
                 f"{small * factor:,} customers skipped: needs about {need / 2**30:.1f} GiB, "
-                "more than half of the memory available"
+                "more than 60% of the memory available"
             )
         else:
             rss = measure_scaled(store, small, factor)
