@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -51,6 +53,23 @@ def load_settings(**overrides: Any) -> Settings:
         usage_error(f"settings: {exc}")
 
 
+@contextlib.contextmanager
+def _secrets_file(path: Path | None) -> Iterator[None]:
+    """PANTAU_SECRETS_FILE=path while settings are read, and as it was afterwards."""
+    if path is None:
+        yield
+        return
+    previous = os.environ.get("PANTAU_SECRETS_FILE")
+    os.environ["PANTAU_SECRETS_FILE"] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["PANTAU_SECRETS_FILE"]
+        else:
+            os.environ["PANTAU_SECRETS_FILE"] = previous
+
+
 def pipeline_for(
     events: Path, model: Path | None, rules: Path | None, secrets: Path | None, **settings: Any
 ) -> Pipeline:
@@ -62,9 +81,8 @@ def pipeline_for(
     for label, path in (("--model", model), ("--rules", rules), ("--secrets", secrets)):
         if path is not None and not path.exists():
             usage_error(f"{label} {path}: no such file or directory")
-    if secrets is not None:
-        os.environ["PANTAU_SECRETS_FILE"] = str(secrets)
-    loaded = load_settings(model_dir=model, rules_pack=rules, **settings)
+    with _secrets_file(secrets):
+        loaded = load_settings(model_dir=model, rules_pack=rules, **settings)
     try:
         return build_pipeline(loaded)
     except (ValueError, OSError) as exc:

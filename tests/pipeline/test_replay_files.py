@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def test_cli_replay_writes_files(tmp_path: Path) -> None:
 def test_cli_replay_trusts_simulated_callbacks_with_their_secrets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("PANTAU_SECRETS_FILE", raising=False)  # restored after the test
+    monkeypatch.delenv("PANTAU_SECRETS_FILE", raising=False)
     runner = CliRunner()
     events, secrets = tmp_path / "sim.jsonl", tmp_path / "secrets.yaml"
     made = runner.invoke(
@@ -127,3 +128,4 @@ def test_cli_replay_trusts_simulated_callbacks_with_their_secrets(
     )
     assert trusted.exit_code == 0, trusted.output
     assert read(tmp_path / "b" / "payments.deadletter.jsonl") == []
+    assert "PANTAU_SECRETS_FILE" not in os.environ, "the CLI must leave the environment as it was"
