@@ -51,3 +51,16 @@ def design_transaction() -> dict[str, Any]:
 def design_callback() -> dict[str, Any]:
     """DESIGN.md §3's Callback example (a fresh copy per test)."""
     return copy.deepcopy(DESIGN_CALLBACK)
+
+
+@pytest.fixture(autouse=True)
+def _no_pantau_environment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit and pipeline tests see only the settings they make: a PANTAU_* variable in the
+    shell (or one a test leaked) must not change what they check. Integration tests keep
+    PANTAU_BROKER, which points them at a real Kafka."""
+    if "integration" in request.node.nodeid.split("::")[0].split("/"):
+        return
+    import os
+
+    for name in [n for n in os.environ if n.startswith("PANTAU_")]:
+        monkeypatch.delenv(name)
