@@ -534,6 +534,8 @@ class SettlementStage(Stage):
                 "until": _epoch(received) + self.rules.early_callbacks.max_wait_s,
                 "facts": [],
             }
+        if value in waiting["facts"]:
+            return  # a redelivered fact: already waiting
         waiting = {"until": waiting["until"], "facts": [*waiting["facts"], value]}
         self.early[tx_id] = waiting
         limit = self.rules.early_callbacks.max_waiting

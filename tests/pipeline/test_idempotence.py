@@ -371,11 +371,6 @@ def test_redelivered_health_deltas_change_nothing(internal_once: Run, internal_t
 
 
 @pytest.mark.slow  # a simulated run through the full pipeline
-@pytest.mark.xfail(
-    strict=True,
-    reason="streams/settlement.py SettlementStage: a callback fact redelivered before its "
-    "transaction arrives is queued twice in `early`",
-)
 def test_redelivered_settlement_facts_change_nothing(
     internal_once: Run, internal_twice: Run
 ) -> None:
