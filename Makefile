@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/pantau demo $(DEMO_ARGS)
 
 test: $(STAMP) promtool
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 test-fast: $(STAMP) promtool
 	$(BIN)/python -m pytest -q -m "not integration and not slow" $(PYTEST_ARGS)
