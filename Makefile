@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint typecheck check schemas dashboards model bench clean promtool
+.PHONY: setup demo test test-fast lint typecheck check schemas dashboards model bench clean promtool compose
 
 setup: $(STAMP)
 
@@ -18,10 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/pantau demo $(DEMO_ARGS)
 
-test: $(STAMP) promtool
+test: $(STAMP) promtool compose
 	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
-test-fast: $(STAMP) promtool
+test-fast: $(STAMP) promtool compose
 	$(BIN)/python -m pytest -q -m "not integration and not slow" $(PYTEST_ARGS)
 
 # promtool checks and unit-tests the alert rules; Debian's `prometheus` package provides it.
@@ -31,6 +31,16 @@ promtool:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; \
+	}
+
+# `docker compose config` checks docker-compose.yml without a Docker engine; where the compose
+# plugin is missing, Debian's docker-compose (v1) does the same check.
+compose:
+	@docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || { \
+	  echo "installing docker-compose (Debian package) to check docker-compose.yml"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-compose; \
 	}
 
 lint: $(STAMP)
