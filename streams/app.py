@@ -44,8 +44,11 @@ class Runtime:
     stages: list[Stage]
     runners: dict[str, StageRunner] = field(default_factory=dict)
     broadcasts: list[BroadcastReader] = field(default_factory=list)
+    # stage name → what keeps its state across workers (restore before a batch, write after)
+    durables: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     first_batch_s: float | None = None  # seconds from start to the first batch processed
+    on_assigned: Any = None
 
     def batch_done(self) -> None:
         if self.first_batch_s is None:
@@ -129,10 +132,12 @@ def create_app(
 
         stages = build_stages(settings)
     app = faust.App(settings.app_id, **faust_config(settings))
-    runtime = Runtime(settings, list(stages))
+    runtime = Runtime(settings, _sharded(list(stages)))
 
-    async def send(topic: str, key: bytes | None, value: bytes) -> Any:
-        return await app.producer.send(topic, key, value, None, None, None)
+    async def send(
+        topic: str, key: bytes | None, value: bytes | None, partition: int | None
+    ) -> Any:
+        return await app.producer.send(topic, key, value, partition, None, None)
 
     status = BrokerStatus()
     sender = Sender(send, status)
@@ -145,6 +150,7 @@ def create_app(
             _add_agent(app, settings, runner, runtime)
     for reader in runtime.broadcasts:
         app.task(_broadcast_task(reader))
+    _add_durable_state(app, runtime, sender)
 
     @app.timer(interval=TICK_INTERVAL_S, name="pantau-tick")
     async def tick() -> None:
@@ -159,6 +165,55 @@ def create_app(
 
     _add_views(app, runtime)
     return app, runtime
+
+
+def _sharded(stages: list[Stage]) -> list[Stage]:
+    """Live, the health stage keeps one shard per deltas partition (see HealthShards)."""
+    from streams.health import FailoverStateStage, HealthShards, HealthStage
+
+    out: list[Stage] = []
+    shards: HealthShards | None = None
+    for stage in stages:
+        if isinstance(stage, HealthStage):
+
+            def make(proto: HealthStage = stage) -> HealthStage:
+                return HealthStage(proto.topics, proto.rules, lateness=proto.clock.lateness)
+
+            shards = HealthShards(make)
+            out.append(shards)
+        else:
+            out.append(stage)
+    for stage in out:
+        if isinstance(stage, FailoverStateStage) and shards is not None:
+            stage.health = shards
+    return out
+
+
+def _add_durable_state(app: faust.App, runtime: Runtime, sender: Sender) -> None:
+    """The payments stage's customer state to its changelog, the health shards rebuilt on
+    takeover; both follow the group's assignment."""
+    from streams.health import HealthShards
+    from streams.payments import PaymentsStage
+    from streams.statelog import HealthRestorer, PartitionReader, PaymentsStateLog
+
+    reader = PartitionReader(runtime.settings)
+    for stage in runtime.stages:
+        if isinstance(stage, PaymentsStage) and stage.durable is not None:
+            runtime.durables[stage.name] = PaymentsStateLog(stage, runtime.settings, sender, reader)
+        elif isinstance(stage, HealthShards):
+            runtime.durables[stage.name] = HealthRestorer(stage, reader)
+    if not runtime.durables:
+        return
+    topic_of = {s.name: s.consumes[0] for s in runtime.stages if s.name in runtime.durables}
+
+    async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        current = app.consumer.assignment()
+        for name, durable in runtime.durables.items():
+            durable.assigned({tp.partition for tp in current if tp.topic == topic_of[name]})
+
+    # mode's Signal types want a positional-only sender; Faust calls it as sender=app.
+    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
+    runtime.on_assigned = on_assigned  # keep a reference: signals hold receivers weakly
 
 
 def _broadcast_task(reader: BroadcastReader) -> Any:
@@ -202,8 +257,13 @@ def _add_agent(app: faust.App, settings: Settings, runner: StageRunner, runtime:
                 )
                 for e in events
             ]
+            durable = runtime.durables.get(runner.stage.name)
             try:
+                if durable is not None:
+                    await durable.before(records)
                 await runner.handle(records, [e.message.timestamp for e in events])
+                if durable is not None:
+                    await durable.after(records)
             except Exception as exc:
                 # Not the stage (StageRunner isolates those): dead-letter the batch, never drop it.
                 log_failure(f"worker failed on a batch of {runner.stage.name}", exc)

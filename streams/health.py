@@ -38,7 +38,7 @@ import math
 import os
 import socket
 from collections import deque
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -147,6 +147,7 @@ class _Pending:
     latency: dict[int, int] = field(default_factory=dict)
     last_ok: int | None = None
     fails: list[int] = field(default_factory=list)
+    src: dict[int, int] = field(default_factory=dict)  # source partition → highest offset
 
 
 class HealthObserver:
@@ -155,8 +156,13 @@ class HealthObserver:
     Redeliveries: an attempt is identified by (transaction_id, created_at, status); the last
     `dedup_size` identities this observer saw are remembered, and a repeat is left out of the
     windows (and counted in pantau_duplicate_attempts_total). A retry is a new attempt (a later
-    created_at), so it counts. A redelivery that lands on another worker after a rebalance is not
-    caught.
+    created_at), so it counts.
+
+    A redelivery that lands on another worker (the first one was killed after sending its deltas
+    but before committing its offsets) is caught by source offsets: every delta names, per source
+    partition, the highest offset it counts (`src`), and after a worker takes a partition over
+    (`restored`) the records the previous owner may have counted are sent one delta each, with
+    their own offset (`one`); the health stage skips those at or below what it has counted.
     """
 
     def __init__(
@@ -176,8 +182,13 @@ class HealthObserver:
         self._seen: set[int] = set()
         self._order: deque[int] = deque()
         self._dedup_size = dedup_size
-        self._records: dict[int, list[int]] = {}  # bucket → [records, dead letters]
+        # bucket → [records, dead letters, {source partition: highest offset}]
+        self._records: dict[int, list[Any]] = {}
         self._labels: dict[str, str] = {}
+        self._origins: Sequence[tuple[int | None, int | None]] = ()
+        self._careful: dict[int, int] = {}  # partition → offsets up to here are sent one by one
+        self._dead: list[Record] = []  # the batch's dead letters, counted by `observe`
+        self._dead_deltas: list[Out] = []
 
     def _duplicate(self, tx: Transaction, at_ms: int) -> bool:
         return self._seen_before(hash((tx.transaction_id, at_ms, tx.status.value)))
@@ -191,48 +202,147 @@ class HealthObserver:
             self._seen.discard(self._order.popleft())
         return False
 
+    def origins(self, origins: Sequence[tuple[int | None, int | None]]) -> None:
+        """The (partition, offset) of each transaction of the coming `observe` (optional hook)."""
+        self._origins = origins
+
+    def restored(self, partition: int, careful_until: int) -> None:
+        """This worker took `partition` over; its records up to `careful_until` may have been
+        counted by the previous owner (optional hook, called by the payments stage)."""
+        self._careful[partition] = careful_until
+
+    def _single(self, partition: int | None, offset: int | None) -> bool:
+        if partition is None or offset is None:
+            return False
+        until = self._careful.get(partition)
+        return until is not None and offset <= until
+
+    def _settle_careful(self, highest: Mapping[int, int]) -> None:
+        for partition, offset in highest.items():
+            until = self._careful.get(partition)
+            if until is not None and offset > until:
+                del self._careful[partition]  # past what the previous owner can have seen
+
     def observe(self, transactions: Sequence[Transaction]) -> list[Out]:
+        """The batch's valid transactions (and the dead letters `rejected` handed over): its
+        deltas, one-record ones first in offset order, then one per (channel, method, bucket)."""
         pending: dict[tuple[str, str, int], _Pending] = {}
-        for tx in transactions:
+        origins = self._origins if len(self._origins) == len(transactions) else ()
+        self._origins = ()
+        singles: list[tuple[int, int, tuple[str, str, int], _Pending | None]] = []
+        highest: dict[int, int] = {}
+        for i, tx in enumerate(transactions):
             at_ms = _ms(tx.created_at)
             self.clock.observe(tx.created_at)
             bucket = at_ms - at_ms % BUCKET_MS
             if self._duplicate(tx, at_ms):
                 metrics.DUPLICATE_ATTEMPTS.inc()
                 continue
-            self._records.setdefault(bucket, [0, 0])[0] += 1
-            status = tx.status.value
-            method = tx.method.value
-            cls = self.classify(status, tx.error_code)
-            label = self._labels.get(tx.channel)
-            if label is None:
-                label = self._labels[tx.channel] = self.rules.metric_channel(tx.channel)
-            metrics.child(
-                metrics.TRANSACTIONS, label, method, status, cls.value if cls else NO_ERROR
-            ).inc()
-            key = (tx.channel, method, bucket)
-            agg = pending.get(key)
-            if agg is None:
-                agg = pending[key] = _Pending()
-            counts = agg.counts
-            counts[ATTEMPTS] += 1
-            if cls is None:
-                counts[SUCCESSES if status == "success" else PENDING] += 1
-            else:
-                counts[_CLASS_COLUMN[cls]] += 1
-            if cls is ErrorClass.PROVIDER:
-                agg.fails.append(at_ms)
-            elif cls is not ErrorClass.UNKNOWN and (agg.last_ok is None or at_ms > agg.last_ok):
-                agg.last_ok = at_ms  # the provider answered: a run of failures ends here
-            if tx.latency_ms is not None and cls is not ErrorClass.PROVIDER:
-                # A provider error's latency is its timeout: it counts as an error, not as speed.
-                b = latency_bin(tx.latency_ms)
-                agg.latency[b] = agg.latency.get(b, 0) + 1
-                metrics.child(metrics.ATTEMPT_LATENCY, label, method).observe(tx.latency_ms / 1000)
+            partition, offset = origins[i] if origins else (None, None)
+            key = (tx.channel, tx.method.value, bucket)
+            if partition is not None and offset is not None:
+                if offset > highest.get(partition, -1):
+                    highest[partition] = offset
+                if self._single(partition, offset):
+                    agg = _Pending()
+                    singles.append((partition, offset, key, agg))
+                    self._count(tx, at_ms, agg)
+                    continue
+            found = pending.get(key)
+            if found is None:
+                found = pending[key] = _Pending()
+            rec = self._records.get(bucket)
+            if rec is None:
+                rec = self._records[bucket] = [0, 0, {}]
+            rec[0] += 1
+            if partition is not None and offset is not None:
+                if offset > found.src.get(partition, -1):
+                    found.src[partition] = offset
+                if offset > rec[2].get(partition, -1):
+                    rec[2][partition] = offset
+            self._count(tx, at_ms, found)
+        dead_bucket = self._dead_letters(singles, highest)
+        self._settle_careful(highest)
         progress = self.progress()
-        out = [self._delta(key, agg, progress) for key, agg in pending.items()]
+        # One-record deltas first, in offset order: they precede the aggregated ones of their
+        # partition, and the health stage expects a partition's offsets to only go up.
+        out: list[Out] = []
+        for partition, offset, key, one in sorted(singles, key=lambda s: (s[0], s[1])):
+            if one is None:  # a dead letter
+                one_dead = self._records_delta(dead_bucket, 1, 1, progress, one=(partition, offset))
+                out.append(one_dead)
+            else:
+                out.append(self._delta(key, one, progress, one=(partition, offset)))
+                out.append(self._records_delta(key[2], 1, 0, progress, one=(partition, offset)))
+        out.extend(self._delta(key, agg, progress) for key, agg in pending.items())
         out.extend(self._records_deltas(progress))
+        for delta in self._dead_deltas:  # one per batch, so its offsets only go up too
+            delta.value["progress"] = progress
+            out.append(delta)
+        self._dead_deltas = []
         return out
+
+    def _dead_letters(
+        self,
+        singles: list[tuple[int, int, tuple[str, str, int], _Pending | None]],
+        highest: dict[int, int],
+    ) -> int:
+        """Count the dead letters `rejected` handed over, at this worker's latest event time (a
+        dead letter has none of its own); returns that bucket."""
+        dead, self._dead = self._dead, []
+        latest = _ms(self.clock.latest)
+        bucket = latest - latest % BUCKET_MS
+        if not dead or not self.clock.started:
+            return bucket
+        count = 0
+        src: dict[int, int] = {}
+        for r in dead:
+            if r.offset is not None:
+                ident = hash(("dead", r.topic, r.partition, r.offset))
+            elif r.line is not None:
+                ident = hash(("dead", r.topic, r.line))
+            else:
+                ident = hash(("dead", r.value))
+            if self._seen_before(ident):
+                continue
+            if r.partition is not None and r.offset is not None:
+                if r.offset > highest.get(r.partition, -1):
+                    highest[r.partition] = r.offset
+                if self._single(r.partition, r.offset):
+                    singles.append((r.partition, r.offset, ("", RECORDS_KEY, bucket), None))
+                    continue
+                if r.offset > src.get(r.partition, -1):
+                    src[r.partition] = r.offset
+            count += 1
+        if count:
+            self._dead_deltas.append(self._records_delta(bucket, count, count, 0, src))
+        return bucket
+
+    def _count(self, tx: Transaction, at_ms: int, agg: _Pending) -> None:
+        status = tx.status.value
+        method = tx.method.value
+        cls = self.classify(status, tx.error_code)
+        label = self._labels.get(tx.channel)
+        if label is None:
+            label = self._labels[tx.channel] = self.rules.metric_channel(tx.channel)
+        metrics.child(
+            metrics.TRANSACTIONS, label, method, status, cls.value if cls else NO_ERROR
+        ).inc()
+        counts = agg.counts
+        counts[ATTEMPTS] += 1
+        if cls is None:
+            counts[SUCCESSES if status == "success" else PENDING] += 1
+        else:
+            counts[_CLASS_COLUMN[cls]] += 1
+        if cls is ErrorClass.PROVIDER:
+            agg.fails.append(at_ms)
+        elif cls is not ErrorClass.UNKNOWN and (agg.last_ok is None or at_ms > agg.last_ok):
+            agg.last_ok = at_ms  # the provider answered: a run of failures ends here
+        if tx.latency_ms is not None and cls is not ErrorClass.PROVIDER:
+            # A provider error's latency is its timeout: it counts as an error, not as speed.
+            b = latency_bin(tx.latency_ms)
+            agg.latency[b] = agg.latency.get(b, 0) + 1
+            metrics.child(metrics.ATTEMPT_LATENCY, label, method).observe(tx.latency_ms / 1000)
 
     def positions(self, latest: Mapping[int | None, datetime]) -> None:
         """The latest event time of each partition in the coming batch (the optional hook)."""
@@ -250,33 +360,26 @@ class HealthObserver:
         return min(v for v in self._partitions.values() if v >= top - SOURCE_IDLE_MS)
 
     def rejected(self, records: Sequence[Record]) -> list[Out]:
-        """The payments stage dead-lettered these records of a batch (the optional hook).
+        """The payments stage dead-lettered these records of the batch (the optional hook, called
+        before `observe`, which counts them with the valid ones, so one pass sees a partition's
+        offsets in order).
 
         A redelivered dead letter counts once: it is known by its topic, partition and offset
         (its line in a replay file, else its bytes)."""
-        count = 0
-        for r in records:
-            if r.offset is not None:
-                ident = hash(("dead", r.topic, r.partition, r.offset))
-            elif r.line is not None:
-                ident = hash(("dead", r.topic, r.line))
-            else:
-                ident = hash(("dead", r.value))
-            count += not self._seen_before(ident)
-        if count <= 0 or not self.clock.started:
-            return []
-        latest = _ms(self.clock.latest)
-        bucket = latest - latest % BUCKET_MS
-        rec = self._records.setdefault(bucket, [0, 0])
-        rec[0] += count
-        rec[1] += count
-        return self._records_deltas(self.progress())
+        self._dead.extend(records)
+        return []
 
     def flush(self) -> list[Out]:
         """Everything is sent with the batch that produced it; nothing waits here."""
         return []
 
-    def _delta(self, key: tuple[str, str, int], agg: _Pending, progress: int) -> Out:
+    def _delta(
+        self,
+        key: tuple[str, str, int],
+        agg: _Pending,
+        progress: int,
+        one: tuple[int, int] | None = None,
+    ) -> Out:
         channel, method, bucket = key
         fails = agg.fails
         if agg.last_ok is not None:
@@ -284,7 +387,7 @@ class HealthObserver:
             fails = [f for f in fails if f > last_ok]
         fails.sort()
         more = max(0, len(fails) - MAX_FAILS_PER_DELTA)
-        value = {
+        value: dict[str, Any] = {
             "kind": "channel",
             "channel": channel,
             "method": method,
@@ -296,23 +399,39 @@ class HealthObserver:
             "last_ok": agg.last_ok,
             "fails": fails[more:],
         }
+        if agg.src:
+            value["src"] = {str(p): o for p, o in sorted(agg.src.items())}
+        if one is not None:
+            value["one"] = list(one)
         return Out(self.topic, channel, value)
+
+    def _records_delta(
+        self,
+        bucket: int,
+        records: int,
+        dead: int,
+        progress: int,
+        src: Mapping[int, int] | None = None,
+        one: tuple[int, int] | None = None,
+    ) -> Out:
+        value: dict[str, Any] = {
+            "kind": "records",
+            "bucket": bucket,
+            "source": self.source,
+            "progress": progress,
+            "records": records,
+            "dead": dead,
+        }
+        if src:
+            value["src"] = {str(p): o for p, o in sorted(src.items())}
+        if one is not None:
+            value["one"] = list(one)
+        return Out(self.topic, RECORDS_KEY, value)
 
     def _records_deltas(self, progress: int) -> list[Out]:
         out = [
-            Out(
-                self.topic,
-                RECORDS_KEY,
-                {
-                    "kind": "records",
-                    "bucket": b,
-                    "source": self.source,
-                    "progress": progress,
-                    "records": r,
-                    "dead": d,
-                },
-            )
-            for b, (r, d) in sorted(self._records.items())
+            self._records_delta(b, r, d, progress, src)
+            for b, (r, d, src) in sorted(self._records.items())
         ]
         self._records.clear()
         return out
@@ -452,6 +571,10 @@ class HealthStage(Stage):
         self.dropped: set[str] = set()  # channels beyond max_channels (bounded)
         self.sources: dict[str, int] = {}  # observer → the event time it has read up to (ms)
         self.applied: dict[int, int] = {}  # deltas partition → highest offset merged
+        # (source partition, channel, method, bucket) → the highest source offset counted there
+        # (channel "" and method "*" for the records counts); see HealthObserver
+        self.counted: dict[tuple[int, str, str, int], int] = {}
+        self._counted_pruned = 0
         # channel → the state, method and time of its latest gateway.failover signal
         self.known: dict[str, dict[str, Any]] = {}
 
@@ -475,7 +598,8 @@ class HealthStage(Stage):
             try:
                 delta = orjson.loads(record.value)
                 source, progress = str(delta.get("source", "")), int(delta["progress"])
-                self._merge(delta)
+                if self._fresh(delta):
+                    self._merge(delta)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
                 # An internal topic only our observers write: a bad delta is a bug, not input.
                 log.warning("health: unusable delta at offset %s: %r", record.offset, exc)
@@ -485,6 +609,8 @@ class HealthStage(Stage):
         latest = self._progress()
         if latest:
             self.clock.observe(_dt(latest))
+            if self.counted:
+                self._prune_counted(latest)
             if self.next_eval is None:
                 first = min(
                     (c.first_bucket for c in self.channels.values() if c.first_bucket >= 0),
@@ -502,6 +628,43 @@ class HealthStage(Stage):
         for source in [s for s, v in self.sources.items() if v < top - WINDOWS["1h"]]:
             del self.sources[source]  # long gone: forget it
         return min(v for v in self.sources.values() if v >= top - SOURCE_IDLE_MS)
+
+    def _fresh(self, delta: dict[str, Any]) -> bool:
+        """False for a one-record delta whose record is counted already (sent again by the
+        worker that took its partition over); records the offsets a delta counts."""
+        if delta.get("kind") == "records":
+            if int(delta.get("dead") or 0) > 0:
+                # Dead letters, not by bucket: one has no event time, so its bucket is wherever
+                # its worker had got to, which differs between a delivery and a redelivery.
+                tail: tuple[str, str, int] = ("", "dead", 0)
+            else:
+                tail = ("", RECORDS_KEY, int(delta["bucket"]))
+        else:
+            tail = (str(delta["channel"]), str(delta["method"]), int(delta["bucket"]))
+        counted = self.counted
+        one = delta.get("one")
+        if one is not None:
+            key = (int(one[0]), *tail)
+            offset = int(one[1])
+            if offset <= counted.get(key, -1):
+                metrics.DUPLICATE_ATTEMPTS.inc()
+                return False
+            counted[key] = offset
+            return True
+        for partition, offset in (delta.get("src") or {}).items():
+            key = (int(partition), *tail)
+            if int(offset) > counted.get(key, -1):
+                counted[key] = int(offset)
+        return True
+
+    def _prune_counted(self, now: int) -> None:
+        """Forget the offsets of buckets older than the ring (at most every 10 min event time)."""
+        if now - self._counted_pruned < 600_000:
+            return
+        self._counted_pruned = now
+        horizon = now - RING * BUCKET_MS - WINDOWS["1h"]
+        for key in [k for k in self.counted if 0 < k[3] < horizon]:
+            del self.counted[key]
 
     def _merge(self, delta: dict[str, Any]) -> None:
         bucket = int(delta["bucket"])
@@ -871,6 +1034,113 @@ class HealthStage(Stage):
         }
 
 
+class HealthShards(Stage):
+    """The health stage live: one HealthStage per partition of pantau.health-deltas.
+
+    A worker judges the channels of the deltas partitions it owns. Keeping each partition's state
+    apart lets a worker hand a partition over (its shard is dropped) and take one over: the new
+    shard is rebuilt by reading the partition's deltas from the beginning up to where the group
+    resumes it (streams/app.py), so it holds what the previous owner held, counted once. Replay
+    has no partitions: one shard holds everything, as a HealthStage would."""
+
+    name = "health"
+
+    def __init__(self, make: Callable[[], HealthStage]) -> None:
+        self.make = make
+        self.shards: dict[int | None, HealthStage] = {}
+        self.signals: dict[str, dict[str, Any]] = {}  # the latest gateway.failover per channel
+        first = make()
+        self.topics = first.topics
+        self.rules = first.rules
+
+    @property
+    def consumes(self) -> tuple[str, ...]:
+        return (self.topics.health_deltas,)
+
+    def fresh(self) -> HealthStage:
+        """A new shard that knows every failover signal seen so far."""
+        shard = self.make()
+        for signal in self.signals.values():
+            shard.resume(signal)
+        return shard
+
+    def install(self, partition: int | None, shard: HealthStage) -> None:
+        """Make a (rebuilt) shard the one of a partition."""
+        self.shards[partition] = shard
+
+    def shard(self, partition: int | None) -> HealthStage:
+        """The shard of a partition, a fresh one if absent."""
+        shard = self.shards.get(partition)
+        if shard is None:
+            shard = self.shards[partition] = self.fresh()
+        return shard
+
+    def drop(self, partition: int | None) -> bool:
+        """Forget a partition another worker now owns; False if it had no shard."""
+        return self.shards.pop(partition, None) is not None
+
+    def process(self, records: Sequence[Record]) -> list[Out]:
+        by_partition: dict[int | None, list[Record]] = {}
+        for record in records:
+            by_partition.setdefault(record.partition, []).append(record)
+        out: list[Out] = []
+        for partition, part in by_partition.items():
+            out.extend(self.shard(partition).process(part))
+        return out
+
+    def tick(self) -> list[Out]:
+        out: list[Out] = []
+        for shard in list(self.shards.values()):
+            out.extend(shard.tick())
+        return out
+
+    def close(self) -> list[Out]:
+        out: list[Out] = []
+        for shard in list(self.shards.values()):
+            out.extend(shard.close())
+        return out
+
+    def resume(self, signal: dict[str, Any]) -> None:
+        """A gateway.failover signal: every shard learns it (see HealthStage.resume)."""
+        channel = str(signal["channel"])
+        current = self.signals.get(channel)
+        at = datetime.fromisoformat(str(signal["at"]))
+        if (current is None and len(self.signals) < 5 * self.rules.max_channels) or (
+            current is not None and datetime.fromisoformat(str(current["at"])) <= at
+        ):
+            self.signals[channel] = signal
+        for shard in self.shards.values():
+            shard.resume(signal)
+
+    @property
+    def clock(self) -> EventClock:
+        """The most advanced shard's clock (what the pipeline's lag gauge reads)."""
+        clocks = [s.clock for s in self.shards.values() if s.clock.started]
+        return max(clocks, key=lambda c: c.latest) if clocks else EventClock()
+
+    def channel_view(self, channel: str) -> dict[str, Any] | None:
+        for shard in self.shards.values():
+            view = shard.channel_view(channel)
+            if view is not None:
+                return view
+        return None
+
+    def channels_view(self) -> dict[str, Any]:
+        views = [s.channels_view() for s in self.shards.values()]
+        if not views:
+            return {"at": None, "watermark": None, "rules_version": None, "channels": {}}
+        started = [v for v in views if v["at"] is not None]
+        channels: dict[str, Any] = {}
+        for v in views:
+            channels.update(v["channels"])
+        return {
+            "at": max((v["at"] for v in started), default=None),
+            "watermark": min((v["watermark"] for v in started), default=None),
+            "rules_version": views[0]["rules_version"],
+            "channels": dict(sorted(channels.items())),
+        }
+
+
 ALERT_NAMES = ("api_error_rate_high", "latency_high", "channel_failed_over", "deadletter_rate_high")
 
 
@@ -884,9 +1154,9 @@ class FailoverStateStage(Stage):
     name = "health-state"
     broadcast = True
 
-    def __init__(self, topics: Topics, health: HealthStage) -> None:
+    def __init__(self, topics: Topics, health: HealthStage | HealthShards) -> None:
         self.topics = topics
-        self.health = health
+        self.health: HealthStage | HealthShards = health
 
     @property
     def consumes(self) -> tuple[str, ...]:

@@ -199,3 +199,36 @@ def decode_all(messages: Iterable[tuple[str, bytes | None, bytes]]) -> list[Sent
             Sent(topic, key.decode("utf-8", errors="replace") if key else None, orjson.loads(value))
         )
     return out
+
+
+def health_counts(
+    topics: Topics, deltas: Iterable[tuple[int | None, int | None, bytes]]
+) -> dict[tuple[str, str, int], list[int]]:
+    """What health stages hold after merging these deltas ((partition, offset, value) as the
+    deltas topic carries them, each partition in order): every bucket's row per channel and
+    method (counts, then latency bins), and the records / dead-letter totals under ("*",
+    "records", 0) (a dead letter has no event time: its bucket is wherever its worker had got
+    to, so only totals compare). Equal for two runs when each counted every attempt once."""
+    import numpy as np
+
+    from streams.core import Record
+    from streams.health import HealthStage
+
+    stages: dict[int | None, HealthStage] = {}
+    for partition, offset, value in deltas:
+        stage = stages.get(partition)
+        if stage is None:
+            stage = stages[partition] = HealthStage(topics)
+        stage.process([Record(topics.health_deltas, value, None, partition, offset)])
+    rows: dict[tuple[str, str, int], list[int]] = {}
+    records = [0] * 2
+    for stage in stages.values():
+        for name, ch in stage.channels.items():
+            for method, ring in ch.methods.items():
+                for i in np.flatnonzero(ring.starts >= 0):
+                    rows[(name, method, int(ring.starts[i]))] = ring.rows[i].tolist()
+        used = stage.records.starts >= 0
+        totals = stage.records.rows[used].sum(axis=0).tolist()
+        records = [records[0] + int(totals[0]), records[1] + int(totals[1])]
+    rows[("*", "records", 0)] = records
+    return rows

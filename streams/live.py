@@ -21,8 +21,12 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# send(topic, key, value) schedules one message and returns the future of its delivery.
-SendFn = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
+# send(topic, key, value, partition) schedules one message and returns the future of its delivery
+# (partition None: the producer's partitioner decides by key).
+SendFn = Callable[[str, bytes | None, bytes | None, int | None], Awaitable[Awaitable[Any]]]
+# A message ready for the producer: topic, key, value (None: a tombstone) and partition (None:
+# the partitioner decides by key).
+Raw = tuple[str, bytes | None, bytes | None, int | None]
 
 SEND_RETRY_MAX_S = 5.0
 
@@ -71,14 +75,18 @@ class Sender:
     async def send_all(self, outs: Sequence[Out]) -> None:
         if not outs:
             return
-        pending = [(out.topic, *encode(out)) for out in outs]
+        await self.send_raw([(out.topic, *encode(out), None) for out in outs])
+
+    async def send_raw(self, messages: Sequence[Raw]) -> None:
+        """Send encoded messages (a partition each, or None), retried like `send_all`."""
+        pending = list(messages)
         delay = 0.1
         while pending:
             results: list[Any] = []
             futures: list[Any] = []
-            for topic, key, value in pending:
+            for topic, key, value, partition in pending:
                 try:
-                    futures.append(await self._send(topic, key, value))
+                    futures.append(await self._send(topic, key, value, partition))
                 except Exception as exc:  # refused before it was queued
                     futures.append(_failed(exc))
             results = await asyncio.gather(*futures, return_exceptions=True)
@@ -89,7 +97,7 @@ class Sender:
                 if retriable(res):
                     failed.append(msg)
                 else:
-                    self._drop(msg[0], len(msg[2]), res)
+                    self._drop(msg[0], len(msg[2] or b""), res)
             self.sent += sum(not isinstance(r, BaseException) for r in results)
             if not failed:
                 self.status.report(True)

@@ -56,6 +56,13 @@ BATCH_SIZE = Histogram(
     buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
     registry=REGISTRY,
 )
+STATE_RESTORE_SECONDS = Histogram(
+    "pantau_state_restore_seconds",
+    "Time to restore one partition's state when a worker takes it over",
+    ["stage"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+    registry=REGISTRY,
+)
 CONSUMER_LAG_SECONDS = Gauge(
     "pantau_consumer_lag_seconds",
     "Wall clock minus the event time of the last processed event",

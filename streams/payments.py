@@ -7,12 +7,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from models.common import SCHEMA_VERSION
+from models.features import entity_keys
 from models.inputs import Transaction
 from models.outputs import Action, FraudDecision, VatTag
 from streams.codec import Decoder
 from streams.components import BatchObserver, FraudScorer, VatTagger
 from streams.core import EPOCH, EventClock, Out, Record, Stage
+from streams.durable import PartitionedState, TrackedMap
 from streams.topics import Topics
+
+CUSTOMER_KEY = "customer:"  # FeatureStore keys are "<entity>:<key>" (models.features.entity_keys)
 
 
 class PaymentsStage(Stage):
@@ -36,6 +40,15 @@ class PaymentsStage(Stage):
         self.observers = list(observers)
         self.decoder = Decoder(Transaction, topics.deadletter, max_bytes=max_bytes)
         self.clock = EventClock(lateness=lateness)
+        # The customer feature state, kept per source partition so that live it can go to a
+        # changelog and be restored by whichever worker owns the partition next (streams/app.py).
+        self.durable: PartitionedState | None = None
+        store = getattr(fraud, "store", None)
+        if store is not None:
+            state = store.state
+            if not isinstance(state, TrackedMap):
+                state = store.state = TrackedMap("", state)
+            self.durable = PartitionedState(state, exclusive=CUSTOMER_KEY)
 
     @property
     def consumes(self) -> tuple[str, ...]:
@@ -45,7 +58,9 @@ class PaymentsStage(Stage):
         out: list[Out] = []
         valid: list[Transaction] = []
         rejected: list[Record] = []
+        origins: list[tuple[int | None, int | None]] = []  # each valid one's (partition, offset)
         positions: dict[int | None, datetime] = {}  # partition → its latest event time
+        durable = self.durable
         for record in records:
             event, letter = self.decoder.decode(record)
             if letter is not None:
@@ -54,6 +69,11 @@ class PaymentsStage(Stage):
             else:
                 assert isinstance(event, Transaction)
                 valid.append(event)
+                origins.append((record.partition, record.offset))
+                if durable is not None and record.partition is not None:
+                    for entity, key in entity_keys(event).items():
+                        if key is not None:
+                            durable.own(f"{entity}:{key}", record.partition)
                 at = event.created_at
                 self.clock.observe(at)
                 if at > positions.get(record.partition, EPOCH):
@@ -63,12 +83,17 @@ class PaymentsStage(Stage):
                 hook = getattr(observer, "rejected", None)
                 if hook is not None:
                     out.extend(hook(rejected))
+                    if not valid:  # health counts them in `observe`, with the valid ones
+                        out.extend(observer.observe([]))
         if not valid:
             return out
         for observer in self.observers:  # optional: health's watermark follows each partition
             hook = getattr(observer, "positions", None)
             if hook is not None:
                 hook(positions)
+            hook = getattr(observer, "origins", None)
+            if hook is not None:
+                hook(origins)
         decisions = self.fraud.score(valid) if self.fraud is not None else [None] * len(valid)
         enriched_topic = self.topics.enriched
         decisions_topic = self.topics.decisions
@@ -86,6 +111,17 @@ class PaymentsStage(Stage):
         for observer in self.observers:
             out.extend(observer.flush())
         return out
+
+    # -- durable state (live; replay keeps everything in one process) -------------------------
+
+    def restored(self, partition: int, careful_until: int) -> None:
+        """A worker took over `partition` and restored its state: records up to offset
+        `careful_until` may have been processed by the previous owner (optional observer hook
+        `restored`: health counts those one by one so a repeat is recognised)."""
+        for observer in self.observers:
+            hook = getattr(observer, "restored", None)
+            if hook is not None:
+                hook(partition, careful_until)
 
 
 _dump_transaction = Transaction.__pydantic_serializer__.to_python

@@ -24,6 +24,9 @@ class Topics(BaseModel):
     settlement: str = (
         "pantau.settlement"  # transaction facts and trusted callbacks, key = transaction_id
     )
+    # Changelog of the payments stage's customer state (per partition of payments.transactions,
+    # key = state key): what a worker taking a partition over restores (streams/statelog.py).
+    payments_state: str = "pantau.payments-state"
 
     def inputs(self) -> list[str]:
         """Topics the gateway or the risk team produce into."""
@@ -44,10 +47,14 @@ class Topics(BaseModel):
         """Topics between Pantau's own stages."""
         return [self.health_deltas, self.settlement]
 
+    def changelogs(self) -> list[str]:
+        """Topics holding stage state, written and restored by the workers themselves."""
+        return [self.payments_state]
+
     def compacted(self) -> list[str]:
         """Topics whose latest value per key is the state (compacted on real Kafka)."""
-        return [self.rules, self.failover]
+        return [self.rules, self.failover, *self.changelogs()]
 
     def all(self) -> list[str]:
         """Every topic, inputs first."""
-        return [*self.inputs(), *self.outputs(), *self.internal()]
+        return [*self.inputs(), *self.outputs(), *self.internal(), *self.changelogs()]

@@ -46,8 +46,8 @@ async def _run_two_readers(
     producer = AIOKafkaProducer(bootstrap_servers=sandbox.broker.bootstrap, linger_ms=5)
     await producer.start()
 
-    async def send(topic: str, key: bytes | None, value: bytes) -> object:
-        return await producer.send(topic, value, key=key)
+    async def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> object:
+        return await producer.send(topic, value, key=key, partition=partition)
 
     stages = [EchoStage(topics.rules, topics.alerts) for _ in range(2)]
     readers = [

@@ -21,8 +21,8 @@ async def _send(sandbox: Sandbox, outs: list[Out]) -> int:
     producer = AIOKafkaProducer(bootstrap_servers=sandbox.broker.bootstrap, linger_ms=5)
     await producer.start()
 
-    async def send(topic: str, key: bytes | None, value: bytes) -> object:
-        return await producer.send(topic, value, key=key)
+    async def send(topic: str, key: bytes | None, value: bytes, partition: int | None) -> object:
+        return await producer.send(topic, value, key=key, partition=partition)
 
     sender = Sender(send)
     try:

@@ -1,0 +1,148 @@
+"""Stage state that outlives a worker: which keys changed, per source partition, and their bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Any
+
+import orjson
+
+RAW = b"\x01"  # a changelog value holding bytes as they are (JSON values start with { or [)
+
+
+def encode_value(value: Any) -> bytes:
+    """A state value as a changelog carries it: bytes as they are (tagged), anything else JSON."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return RAW + bytes(value)
+    return orjson.dumps(value)
+
+
+def decode_value(data: bytes) -> Any:
+    """The state value a changelog message holds (inverse of `encode_value`)."""
+    if data[:1] == RAW:
+        return data[1:]
+    return orjson.loads(data)
+
+
+class TrackedMap(MutableMapping[str, Any]):
+    """A mapping (a dict unless another is given) that remembers the keys starting with `prefix`
+    written or deleted since the last `drain`: the state a changelog must carry."""
+
+    __slots__ = ("data", "dirty", "prefix")
+
+    def __init__(self, prefix: str, data: MutableMapping[str, Any] | None = None) -> None:
+        self.prefix = prefix
+        self.data: MutableMapping[str, Any] = data if data is not None else {}
+        self.dirty: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        if key.startswith(self.prefix):
+            self.dirty.add(key)
+
+    def __delitem__(self, key: str) -> None:
+        del self.data[key]
+        if key.startswith(self.prefix):
+            self.dirty.add(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def drain(self) -> set[str]:
+        """The keys changed since the last drain (and forget them)."""
+        dirty, self.dirty = self.dirty, set()
+        return dirty
+
+    def load(self, items: Iterable[tuple[str, Any]]) -> None:
+        """Put restored values in place (None deletes) without marking them changed."""
+        data = self.data
+        for key, value in items:
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+
+
+class PartitionedState:
+    """The state of a TrackedMap by source partition, for a changelog per partition.
+
+    Keys starting with `exclusive` (the customer's state: the input is keyed by customer) belong
+    to one partition: a worker taking the partition over loads them, one handing it over drops
+    them. Every other key (device, card, IP, merchant: seen on every partition) is shared: each
+    worker keeps its own, written to the changelog of the partition whose record last changed it,
+    and loaded on takeover only where this worker has not changed the key itself (the newest
+    written version wins among those restored), so a restarted worker starts warm.
+
+    `own(key, partition)` is called for each key a record touches; `changes()` returns what
+    changed per partition since the last call."""
+
+    def __init__(self, state: TrackedMap, exclusive: str) -> None:
+        self.state = state
+        self.exclusive = exclusive
+        self.owner: dict[str, int] = {}  # key → the source partition that last changed it
+        self.restored_at: dict[str, int] = {}  # shared key → write time of the version loaded
+
+    def own(self, key: str, partition: int) -> None:
+        self.owner[key] = partition
+
+    def changes(self) -> dict[int, dict[str, Any]]:
+        """partition → {key: current value, or None when deleted} changed since the last call;
+        keys of no known partition (replay) are left out."""
+        out: dict[int, dict[str, Any]] = {}
+        owner = self.owner
+        data = self.state.data
+        restored_at = self.restored_at
+        for key in self.state.drain():
+            partition = owner.get(key)
+            if partition is not None:
+                out.setdefault(partition, {})[key] = data.get(key)
+            if restored_at:
+                restored_at.pop(key, None)  # changed here: this worker's own from now on
+        return out
+
+    def restore(self, partition: int, items: Iterable[tuple[str, Any, int]]) -> int:
+        """Load a partition's changelog (oldest first: key, value or None, write time in ms);
+        returns how many of its exclusive keys it holds afterwards."""
+        latest: dict[str, tuple[Any, int]] = {}
+        for key, value, at in items:
+            latest[key] = (value, at)
+        data = self.state.data
+        held = 0
+        for key, (value, at) in latest.items():
+            if key.startswith(self.exclusive):
+                if value is None:
+                    data.pop(key, None)
+                    self.owner.pop(key, None)
+                else:
+                    data[key] = value
+                    self.owner[key] = partition
+                    held += 1
+            elif value is not None:
+                loaded = self.restored_at.get(key)
+                if (key not in data and loaded is None) or (loaded is not None and at >= loaded):
+                    data[key] = value
+                    self.restored_at[key] = at
+        return held
+
+    def drop(self, partition: int) -> int:
+        """Forget the exclusive keys of a partition this worker no longer owns; returns how many
+        (shared keys stay: they are this worker's view of entities seen everywhere)."""
+        prefix = self.exclusive
+        gone = [k for k, p in self.owner.items() if p == partition and k.startswith(prefix)]
+        data = self.state.data
+        for key in gone:
+            data.pop(key, None)
+            del self.owner[key]
+        return len(gone)

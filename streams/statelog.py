@@ -1,0 +1,243 @@
+"""Stage state live: written per source partition to Kafka, restored by whoever owns it next."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+
+from streams import metrics
+from streams.core import Record
+from streams.durable import decode_value, encode_value
+from streams.health import HealthShards
+from streams.live import Raw, Sender, client_options
+from streams.payments import PaymentsStage
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The changelog key of a batch marker: {"offset": the highest source offset of the batch}. A
+# marker is sent once the batch's outputs and state are in Kafka, so it is the last message of
+# its partition; Tansu's ListOffsets (the last batch's base offset + 1) then is the true end.
+MARKER = b"\x00pantau-marker"
+RETRY_MAX_S = 5.0
+
+
+class PartitionReader:
+    """Reads one partition of a topic with its own consumer (no group): a changelog to its end,
+    or an input up to an offset."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._consumer: Any = None
+
+    async def _start(self) -> Any:
+        if self._consumer is None:
+            from aiokafka import AIOKafkaConsumer
+
+            consumer = AIOKafkaConsumer(
+                **client_options(self.settings),
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                fetch_max_wait_ms=50,  # Tansu holds a fetch for the whole wait
+                client_id=f"{self.settings.app_id}-restore",
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+    async def read(
+        self, topic: str, partition: int, stop: int | None = None
+    ) -> AsyncIterator[list[Any]]:
+        """Batches of the partition's messages from its beginning, up to offset `stop`
+        (exclusive), or to the end the broker reports when `stop` is None."""
+        from aiokafka import TopicPartition
+
+        consumer = await self._start()
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        if stop is None:
+            stop = (await consumer.end_offsets([tp]))[tp]
+        if await consumer.position(tp) >= stop:
+            return
+        while True:
+            got = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
+            messages = [m for m in got.get(tp, []) if m.offset < stop]
+            if messages:
+                yield messages
+            if await consumer.position(tp) >= stop:
+                return
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+
+async def _retrying(what: str, attempt: Callable[[int, int], Awaitable[None]], *args: int) -> None:
+    delay = 0.2
+    while True:
+        try:
+            return await attempt(*args)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the broker away: the batch waits, like the Sender's retries
+            log.warning("%s failed (%s); retrying in %.1f s", what, type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
+
+class PaymentsStateLog:
+    """The payments stage's customer state on `pantau.payments-state`, one changelog partition per
+    partition of payments.transactions.
+
+    After each batch (its outputs delivered): the changed customer keys, then a marker per
+    partition. Before a batch with a partition this worker did not hold: that partition's
+    changelog is read to its end and loaded, and the health observer is told which records the
+    previous owner may have counted already (up to the latest marker plus one batch)."""
+
+    def __init__(
+        self, stage: PaymentsStage, settings: Settings, sender: Sender, reader: PartitionReader
+    ) -> None:
+        if stage.durable is None:
+            raise ValueError("the payments stage keeps no durable state (no fraud scorer)")
+        self.stage = stage
+        self.durable = stage.durable
+        self.topic = settings.topics.payments_state
+        self.batch_size = settings.batch_size
+        self.sender = sender
+        self.reader = reader
+        self.held: set[int] = set()
+
+    def assigned(self, partitions: set[int]) -> None:
+        """The group's new assignment: forget the partitions another worker now owns."""
+        for partition in sorted(self.held - partitions):
+            dropped = self.durable.drop(partition)
+            log.info("state of partition %d handed over (%d keys dropped)", partition, dropped)
+        self.held &= partitions
+
+    async def before(self, records: Sequence[Record]) -> None:
+        """Restore every partition of the batch this worker does not hold yet."""
+        firsts: dict[int, int] = {}
+        for r in records:
+            if r.partition is not None and r.partition not in self.held and r.offset is not None:
+                firsts.setdefault(r.partition, r.offset)
+        for partition, first in sorted(firsts.items()):
+            what = f"restoring the state of partition {partition}"
+            await _retrying(what, self._restore, partition, first)
+
+    async def _restore(self, partition: int, first: int) -> None:
+        started = time.perf_counter()
+        items: list[tuple[str, Any, int]] = []
+        marker = -1
+        read = 0
+        async for messages in self.reader.read(self.topic, partition):
+            for m in messages:
+                read += 1
+                if m.key == MARKER:
+                    marker = max(marker, int(orjson.loads(m.value)["offset"]))
+                elif m.key is not None:
+                    value = decode_value(m.value) if m.value else None
+                    items.append((m.key.decode("utf-8"), value, int(m.timestamp)))
+        held = self.durable.restore(partition, items)
+        careful = max(marker, first - 1) + self.batch_size
+        self.stage.restored(partition, careful)
+        self.held.add(partition)
+        seconds = time.perf_counter() - started
+        metrics.child(metrics.STATE_RESTORE_SECONDS, self.stage.name).observe(seconds)
+        log.info(
+            "restored partition %d: %d keys from %d changelog messages in %.2f s "
+            "(marker %d, resuming at %d)",
+            partition,
+            held,
+            read,
+            seconds,
+            marker,
+            first,
+        )
+
+    async def after(self, records: Sequence[Record]) -> None:
+        """Send the batch's state changes, then one marker per partition of the batch."""
+        changes = self.durable.changes()
+        messages: list[Raw] = [
+            (
+                self.topic,
+                key.encode("utf-8"),
+                encode_value(value) if value is not None else None,
+                partition,
+            )
+            for partition, keys in changes.items()
+            for key, value in keys.items()
+        ]
+        await self.sender.send_raw(messages)
+        highest: dict[int, int] = {}
+        for r in records:
+            if (
+                r.partition is not None
+                and r.offset is not None
+                and r.offset > highest.get(r.partition, -1)
+            ):
+                highest[r.partition] = r.offset
+        await self.sender.send_raw(
+            [
+                (self.topic, MARKER, orjson.dumps({"offset": offset}), partition)
+                for partition, offset in sorted(highest.items())
+            ]
+        )
+
+
+class HealthRestorer:
+    """Health shards live: a deltas partition this worker takes over gets a new shard, fed that
+    partition's deltas from the beginning up to where the group resumes it, outputs discarded;
+    it then holds what the previous owner held at that offset (the stage is a function of its
+    input). A shard is installed only once rebuilt, so timers never judge a half-read one."""
+
+    def __init__(self, shards: HealthShards, reader: PartitionReader) -> None:
+        self.shards = shards
+        self.reader = reader
+        self.topic = shards.topics.health_deltas
+        self.held: set[int] = set()
+
+    def assigned(self, partitions: set[int]) -> None:
+        for partition in sorted(self.held - partitions):
+            self.shards.drop(partition)
+            log.info("health of deltas partition %d handed over", partition)
+        self.held &= partitions
+
+    async def before(self, records: Sequence[Record]) -> None:
+        firsts: dict[int, int] = {}
+        for r in records:
+            if r.partition is not None and r.partition not in self.held and r.offset is not None:
+                firsts.setdefault(r.partition, r.offset)
+        for partition, first in sorted(firsts.items()):
+            what = f"rebuilding the health of deltas partition {partition}"
+            await _retrying(what, self._rebuild, partition, first)
+
+    async def _rebuild(self, partition: int, first: int) -> None:
+        started = time.perf_counter()
+        shard = self.shards.fresh()
+        read = 0
+        async for messages in self.reader.read(self.topic, partition, stop=first):
+            read += len(messages)
+            shard.process(
+                [Record(self.topic, m.value or b"", m.key, partition, m.offset) for m in messages]
+            )
+        self.shards.install(partition, shard)
+        self.held.add(partition)
+        seconds = time.perf_counter() - started
+        metrics.child(metrics.STATE_RESTORE_SECONDS, self.shards.name).observe(seconds)
+        log.info(
+            "rebuilt the health of deltas partition %d from %d deltas in %.2f s",
+            partition,
+            read,
+            seconds,
+        )
+
+    async def after(self, records: Sequence[Record]) -> None:
+        return None

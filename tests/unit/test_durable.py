@@ -1,0 +1,115 @@
+"""Durable state: changed keys per source partition, changelog values, restore and hand-over."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.durable import PartitionedState, TrackedMap, decode_value, encode_value
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=10,
+)
+
+
+@given(st.binary(max_size=64) | json_values.filter(lambda v: v is not None))
+def test_a_value_survives_the_changelog(value: Any) -> None:
+    assert decode_value(encode_value(value)) == value
+
+
+def test_bytes_are_carried_as_they_are() -> None:
+    packed = b"{not json at all\x00\xff"
+    assert decode_value(encode_value(packed)) == packed
+    assert isinstance(decode_value(encode_value(packed)), bytes)
+
+
+def test_a_tracked_map_remembers_changed_keys_once_per_drain() -> None:
+    state = TrackedMap("")
+    state["customer:a"] = 1
+    state["customer:a"] = 2
+    state["device:d"] = {"b": []}
+    assert state.get("customer:a") == 2 and len(state) == 2
+    assert state.drain() == {"customer:a", "device:d"}
+    assert state.drain() == set()
+    del state["device:d"]
+    assert state.drain() == {"device:d"}
+    state.load([("customer:b", 5), ("customer:a", None)])
+    assert dict(state.items()) == {"customer:b": 5}
+    assert state.drain() == set()  # what was restored is not a change
+
+
+def test_a_prefix_limits_what_is_tracked() -> None:
+    state = TrackedMap("customer:")
+    state["customer:a"] = 1
+    state["merchant:m"] = 1
+    assert state.drain() == {"customer:a"}
+
+
+def _store() -> tuple[TrackedMap, PartitionedState]:
+    state = TrackedMap("")
+    return state, PartitionedState(state, exclusive="customer:")
+
+
+def test_changes_are_grouped_by_the_partition_that_last_touched_each_key() -> None:
+    state, durable = _store()
+    durable.own("customer:a", 0)
+    durable.own("device:d", 0)
+    state["customer:a"] = {"n": 1}
+    state["device:d"] = {"n": 1}
+    durable.own("customer:b", 3)
+    durable.own("device:d", 3)
+    state["customer:b"] = {"n": 1}
+    state["device:d"] = {"n": 2}
+    state["merchant:unowned"] = 1  # no partition (a replay): not in any changelog
+    assert durable.changes() == {
+        0: {"customer:a": {"n": 1}},
+        3: {"customer:b": {"n": 1}, "device:d": {"n": 2}},
+    }
+    assert durable.changes() == {}
+
+
+def test_a_takeover_loads_customers_and_only_the_shared_keys_this_worker_lacks() -> None:
+    state, durable = _store()
+    durable.own("device:mine", 1)
+    state["device:mine"] = "local"
+    durable.changes()
+    held = durable.restore(
+        2,
+        [
+            ("customer:a", {"v": 1}, 10),
+            ("customer:a", {"v": 2}, 11),  # the latest of a key wins
+            ("customer:gone", {"v": 1}, 10),
+            ("customer:gone", None, 12),  # deleted
+            ("device:mine", "theirs", 13),  # this worker's own stays
+            ("device:new", "old", 10),
+        ],
+    )
+    assert held == 1
+    assert state["customer:a"] == {"v": 2} and "customer:gone" not in state
+    assert state["device:mine"] == "local"
+    assert state["device:new"] == "old"
+    # Another partition's changelog has a newer version of a shared key this worker only restored
+    durable.restore(5, [("device:new", "newer", 20)])
+    assert state["device:new"] == "newer"
+    durable.restore(6, [("device:new", "older", 15)])
+    assert state["device:new"] == "newer"
+    # Once this worker changes it, it is its own
+    durable.own("device:new", 5)
+    state["device:new"] = "changed here"
+    durable.changes()
+    durable.restore(7, [("device:new", "later still", 30)])
+    assert state["device:new"] == "changed here"
+    assert durable.changes() == {}
+
+
+def test_handing_a_partition_over_drops_its_customers_and_keeps_shared_keys() -> None:
+    state, durable = _store()
+    durable.restore(1, [("customer:a", 1, 1), ("customer:b", 1, 1), ("device:d", 1, 1)])
+    durable.restore(2, [("customer:c", 1, 1)])
+    assert durable.drop(1) == 2
+    assert set(state) == {"customer:c", "device:d"}
+    assert durable.drop(1) == 0

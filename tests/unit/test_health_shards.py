@@ -1,0 +1,113 @@
+"""Health shards (live: one health stage per deltas partition): the same judgement as one stage,
+a shard rebuilt from its partition's deltas carries on as the original would, signals reach every
+shard, views merge."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from streams.core import Out, Record
+from streams.health import HealthObserver, HealthShards, HealthStage
+from tests.unit.test_health_windows import TOPICS, _at, _signal, of, traffic, tx
+
+PARTITIONS = 4
+
+
+def deltas(minutes: int = 20) -> list[Record]:
+    """Two workers' deltas over traffic with a BCA outage, as the deltas topic holds them:
+    partitioned by channel (the records counts by their own key), with offsets."""
+    txs = traffic(minutes, outage=(5, 12))
+    observers = [HealthObserver(TOPICS, source=f"w{i}") for i in range(2)]
+    outs: list[Out] = []
+    for start in range(0, len(txs), 150):
+        chunk = txs[start : start + 150]
+        for i, observer in enumerate(observers):
+            share = [t for t in chunk if zlib.crc32(t.customer_id.encode()) % 2 == i]
+            outs.extend(observer.observe(share))
+    offsets = [0] * PARTITIONS
+    records = []
+    for out in outs:
+        assert out.key is not None
+        p = zlib.crc32(out.key.encode()) % PARTITIONS
+        records.append(Record(out.topic, orjson.dumps(out.value), out.key.encode(), p, offsets[p]))
+        offsets[p] += 1
+    return records
+
+
+def shards() -> HealthShards:
+    return HealthShards(lambda: HealthStage(TOPICS))
+
+
+def snapshots(outs: Sequence[Out]) -> list[Any]:
+    return sorted((s["channel"], s["at"], orjson.dumps(s)) for s in of(outs, TOPICS.health))
+
+
+def test_shards_judge_every_channel_as_one_stage_does() -> None:
+    records = deltas()
+    one = HealthStage(TOPICS)
+    many = shards()
+    want: list[Out] = []
+    got: list[Out] = []
+    for start in range(0, len(records), 40):
+        batch = records[start : start + 40]
+        want.extend(one.process([Record(r.topic, r.value, r.key, 0, start + i)
+                                 for i, r in enumerate(batch)]))  # fmt: skip
+        got.extend(many.process(batch))
+    assert len(many.shards) > 1
+    assert snapshots(got) == snapshots(want)
+    assert [s["action"] for s in of(got, TOPICS.failover) if s["channel"] == "BCA"] == [
+        s["action"] for s in of(want, TOPICS.failover) if s["channel"] == "BCA"
+    ]
+    assert "failover" in [s["action"] for s in of(got, TOPICS.failover)]
+
+
+def test_a_shard_rebuilt_from_its_partition_carries_on_as_the_original() -> None:
+    """What a worker taking a deltas partition over does: a fresh shard fed the partition's
+    deltas up to where the group resumes it (outputs discarded) then sends, for the rest, what the
+    previous owner would have sent."""
+    records = [r for r in deltas() if r.key == b"BCA"]
+    p = records[0].partition
+    cut = len(records) // 2
+    original = shards()
+    original.process(records[:cut])
+    want = original.process(records[cut:])
+    rebuilt_owner = shards()
+    fresh = rebuilt_owner.fresh()
+    fresh.process(records[:cut])
+    rebuilt_owner.install(p, fresh)
+    got = rebuilt_owner.process(records[cut:])
+    assert [o.value for o in got] == [o.value for o in want]
+    assert any(o.topic == TOPICS.failover for o in got)  # the outage's signals are in the rest
+
+
+def test_signals_reach_every_shard_now_and_later() -> None:
+    many = shards()
+    many.process([Record(TOPICS.health_deltas, b"{}", b"X", 0, 0)])  # a shard for partition 0
+    many.resume(_signal("BCA", "failover", "failed_over", _at(-60)))
+    many.resume(_signal("BCA", "degrade", "degraded", _at(-600)))  # older: not kept
+    assert many.shards[0].machines["BCA"]["state"] == "failed_over"
+    later = many.shard(3)
+    assert later.machines["BCA"]["state"] == "failed_over"
+    assert many.drop(3) and not many.drop(3)
+
+
+def test_views_merge_the_shards() -> None:
+    many = shards()
+    for batch_start in range(0, 4000, 400):
+        txs = [tx(i, _at(i / 4), channel=("BCA", "BNI", "MANDIRI")[i % 3])
+               for i in range(batch_start, batch_start + 400)]  # fmt: skip
+        for out in HealthObserver(TOPICS, source="w").observe(txs):
+            assert out.key is not None
+            p = zlib.crc32(out.key.encode()) % PARTITIONS
+            many.process([Record(out.topic, orjson.dumps(out.value), out.key.encode(), p)])
+    view = many.channels_view()
+    assert set(view["channels"]) == {"BCA", "BNI", "MANDIRI"}
+    bni = many.channel_view("BNI")
+    assert bni is not None and bni["state"] == "healthy"
+    assert many.channel_view("NOPE") is None
+    assert many.clock.started
+    assert shards().channels_view()["channels"] == {}
