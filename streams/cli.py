@@ -246,14 +246,14 @@ def broker(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    print(embedded.url, flush=True)
-    err.print(
-        f"embedded broker on {embedded.url} with {len(settings.topics.all())} topics of "
-        f"{settings.partitions} partitions; in memory, lost on exit. Use it with\n"
-        f"  PANTAU_BROKER={embedded.url} PANTAU_EMBEDDED=1 pantau worker\nCtrl-C stops it.",
-        highlight=False,
-    )
-    try:
+    try:  # a Ctrl-C as soon as the URL is out is a clean stop too
+        print(embedded.url, flush=True)
+        err.print(
+            f"embedded broker on {embedded.url} with {len(settings.topics.all())} topics of "
+            f"{settings.partitions} partitions; in memory, lost on exit. Use it with\n"
+            f"  PANTAU_BROKER={embedded.url} PANTAU_EMBEDDED=1 pantau worker\nCtrl-C stops it.",
+            highlight=False,
+        )
         while embedded.alive():
             time.sleep(0.5)
         err.print("[bold red]error:[/] the broker process exited", highlight=False)
