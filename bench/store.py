@@ -150,8 +150,8 @@ def run(
     )
     report.notes.append(
         f"full garbage collections during the fill: {memory['full_gcs']} on dicts, "
-        f"{rocks['full_gcs']} on RocksDB; each one walks every live container, and on dicts the "
-        "state is millions of them, so the dicts' apply time grows with the number of customers"
+        f"{rocks['full_gcs']} on RocksDB; each one walks every live container, and on dicts every "
+        "list and dict of the state is one, so their apply time grows with the customers held"
     )
     return report
 
