@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> list[Report]:
 
         reports.append(state.run(small=2_000, large=4_000) if quick else state.run())
         reports[-1].print()
+    if "store" not in args.skip:
+        from bench import store
+
+        reports.append(store.run(customers=2_000) if quick else store.run())
+        reports[-1].print()
     if "replay" not in args.skip:
         from bench import replay
 

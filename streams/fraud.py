@@ -295,7 +295,14 @@ def build_fraud(settings: Any) -> tuple[FraudScorer, list[Stage]]:
     model: Model | None = None
     if settings.model_dir is not None or (DEFAULT_DIR / MANIFEST).exists():
         model = load_model_dir(settings.model_dir)
-    scorer = FraudScorer(pack, model)
+    # rocksdb-store: feature state in the mappings PANTAU_STORE names (dicts or RocksDB).
+    from streams.stores import open_state
+
+    store = FeatureStore(
+        state=open_state(settings, "features"), tx_merchants=open_state(settings, "tx-merchants")
+    )
+    scorer = FraudScorer(pack, model, store=store)
+    # end rocksdb-store
     stages: list[Stage] = [
         RulesStage(settings.topics, scorer),
         LabelsStage(settings.topics, scorer.store, settings.max_message_bytes),

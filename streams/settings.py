@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     store: str = Field(
         default="memory://", description="Faust table store (memory:// or rocksdb://)"
     )
+    state_dir: Path | None = Field(
+        default=None,
+        description="where a rocksdb:// store keeps its files (one directory per app id and "
+        "worker, removed at close; default: the system temp directory; use a disk, not tmpfs)",
+    )
     rules_pack: Path | None = Field(default=None, description="fraud rule pack file to start with")
     model_dir: Path | None = Field(default=None, description="fraud model directory")
     secrets_file: Path | None = Field(
