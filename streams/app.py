@@ -69,13 +69,12 @@ def faust_config(settings: Settings) -> dict[str, Any]:
     if settings.embedded:
         session = min(session, EMBEDDED_SESSION_TIMEOUT_S)
     heartbeat = min(3.0, session / 3)
-    datadir = None
-    if settings.store.startswith("memory"):
-        # In-memory tables keep nothing on disk; keep Faust's directory out of the working tree.
-        datadir = Path(tempfile.gettempdir()) / f"{settings.app_id}-faust"
+    # Pantau keeps no Faust tables (stage state is its own, see streams/statelog.py and
+    # PANTAU_STORE): Faust's store is memory and its directory stays out of the working tree.
+    datadir = Path(tempfile.gettempdir()) / f"{settings.app_id}-faust"
     config: dict[str, Any] = {
         "broker": settings.broker,
-        "store": settings.store,
+        "store": "memory://",
         "autodiscover": False,
         "processing_guarantee": "at_least_once",  # Tansu cannot do exactly_once
         "broker_session_timeout": session,
@@ -92,8 +91,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "broker_max_poll_records": max(500, settings.batch_size),
         "worker_redirect_stdouts": False,
     }
-    if datadir is not None:
-        config["datadir"] = str(datadir)
+    config["datadir"] = str(datadir)
     if settings.broker_credentials:
         config["broker_credentials"] = _credentials(settings)
     return config

@@ -215,10 +215,12 @@ def worker(
     """A Faust worker against PANTAU_BROKER (Kafka URL), until Ctrl-C or SIGTERM."""
     settings = load_settings(web_port=web_port, metrics_port=metrics_port)
     from streams.broker import BrokerError
-    from streams.worker import run
+    from streams.worker import ConfigError, run
 
     try:
         run(settings)
+    except ConfigError as exc:
+        usage_error(str(exc))
     except BrokerError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None

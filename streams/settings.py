@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     web_port: int = Field(default=6066, ge=0, le=65535, description="worker HTTP views")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Prometheus /metrics")
     store: str = Field(
-        default="memory://", description="Faust table store (memory:// or rocksdb://)"
+        default="memory://",
+        description="where the fraud feature state lives: memory:// or rocksdb:// "
+        "(rocksdb:///dir?cache_mb=64) for state larger than memory",
     )
     state_dir: Path | None = Field(
         default=None,
@@ -68,6 +70,14 @@ class Settings(BaseSettings):
         for part in value.split(";"):
             if "://" not in part:
                 raise ValueError(f"must be a URL like kafka://host:9092 (got {part!r})")
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        from streams.stores import parse_store_url
+
+        parse_store_url(value)  # raises naming PANTAU_STORE and what is wrong
         return value
 
     @classmethod

@@ -138,19 +138,28 @@ def wait_for_broker(url: str, wait_s: float) -> None:
         time.sleep(0.5)
 
 
+class ConfigError(ValueError):
+    """What the settings point at cannot be used (a rule pack failing its check, a model that
+    cannot be trusted): the worker does not start."""
+
+
 def run(settings: Settings, wait_s: float = 30.0) -> None:
     """Run a worker until it is told to stop; serves /metrics on settings.metrics_port.
 
-    Raises BrokerError when no bootstrap server accepts a connection within `wait_s`.
+    Raises BrokerError when no bootstrap server accepts a connection within `wait_s`, and
+    ConfigError when the rule pack, model or store the settings name cannot be used.
     """
     started = time.monotonic()
     wait_for_broker(settings.broker, wait_s)
     quiet_faust_logging()
+    try:
+        worker, runtime = make_worker(settings)
+    except ValueError as exc:  # a rule pack, model or store the settings name is unusable
+        raise ConfigError(str(exc)) from None
+    runtime.started = started
     stop_metrics = None
     if settings.metrics_port:
         stop_metrics = metrics.serve(settings.metrics_port)
-    worker, runtime = make_worker(settings)
-    runtime.started = started
     print(
         f"pantau worker: broker {_safe_url(settings.broker)}, "
         f"views on :{settings.web_port}, metrics on :{settings.metrics_port}",

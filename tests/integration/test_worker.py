@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -172,3 +173,23 @@ def test_every_input_is_enriched_or_dead_lettered(
         f"{total} events in {spread:.2f} s of output timestamps = {total / spread:,.0f} events/s"
     )
     assert worker.stop() == 0, worker.log()[-3000:]
+
+
+def test_a_worker_refuses_a_rule_pack_that_fails_its_check(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A bad pack named by PANTAU_RULES_PACK stops the worker before it joins, with exit 2 and
+    the file and line, not a traceback."""
+    import subprocess
+
+    from tests.integration.conftest import PANTAU
+
+    pack = tmp_path / "broken.yaml"
+    pack.write_text("id: x\nversion: 1\nrules: [\n", encoding="utf-8")
+    env = {**sandbox.env, "PANTAU_RULES_PACK": str(pack)}
+    done = subprocess.run(
+        [PANTAU, "worker"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{pack}:4" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -35,10 +35,18 @@ def test_real_kafka_profile_keeps_the_configured_session_timeout() -> None:
     assert faust_config(Settings(web_port=0))["web_enabled"] is False
 
 
-def test_memory_store_keeps_faust_files_out_of_the_working_tree() -> None:
-    conf = faust_config(Settings(store="memory://"))
-    assert not Path(conf["datadir"]).resolve().is_relative_to(Path.cwd().resolve())
-    assert "datadir" not in faust_config(Settings(store="rocksdb://"))
+def test_faust_files_stay_out_of_the_working_tree_whatever_the_store() -> None:
+    for store in ("memory://", "rocksdb://"):
+        conf = faust_config(Settings(store=store))
+        assert not Path(conf["datadir"]).resolve().is_relative_to(Path.cwd().resolve())
+        assert conf["store"] == "memory://"  # no Faust tables: the feature state is Pantau's
+
+
+def test_a_bad_store_url_is_refused_naming_the_setting() -> None:
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="PANTAU_STORE"):
+        Settings(store="redis://x")
 
 
 def test_sasl_credentials_come_from_settings_secrets() -> None:
