@@ -42,16 +42,18 @@ def _report(count: int) -> None:
 
 def serve_noop() -> None:
     """A Faust worker whose agent takes the same micro-batches as Pantau's and only counts."""
-    import faust
-
-    from streams.app import faust_config
+    from streams.app import faust_config, fetch_wait_ms
     from streams.settings import Settings
+    from streams.transport import PantauApp
     from streams.worker import QuietWorker, quiet_faust_logging
 
     settings = Settings()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    app = faust.App(settings.app_id, **faust_config(settings))
+    # The same Faust app and consumer settings as Pantau's worker: only the agent differs.
+    app = PantauApp(
+        settings.app_id, fetch_wait_ms=fetch_wait_ms(settings), **faust_config(settings)
+    )
     topic = app.topic(
         settings.topics.transactions,
         key_type=bytes,

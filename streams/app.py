@@ -27,12 +27,14 @@ from streams.live import (
     log_failure,
 )
 from streams.settings import Settings
+from streams.transport import PantauApp
 
 log = logging.getLogger(__name__)
 
 TICK_INTERVAL_S = 1.0  # idle stages get a tick() this often (their event time decides what is due)
 PROBE_INTERVAL_S = 5.0
 EMBEDDED_SESSION_TIMEOUT_S = 6.0  # Tansu makes every join wait about half the session timeout
+EMBEDDED_FETCH_WAIT_MS = 20  # Tansu holds every fetch for its whole wait, data or not
 HEALTH_STAGE = "health"
 
 
@@ -97,6 +99,13 @@ def faust_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
+def fetch_wait_ms(settings: Settings) -> int:
+    """How long the worker's consumer lets the broker hold a fetch with no data."""
+    if settings.embedded:
+        return min(settings.fetch_wait_ms, EMBEDDED_FETCH_WAIT_MS)
+    return settings.fetch_wait_ms
+
+
 def _credentials(settings: Settings) -> Any:
     creds = {k: v.get_secret_value() for k, v in settings.broker_credentials.items()}
     mechanism = creds.get("mechanism", "PLAIN").upper()
@@ -129,7 +138,9 @@ def create_app(
         from streams.pipeline import build_stages
 
         stages = build_stages(settings)
-    app = faust.App(settings.app_id, **faust_config(settings))
+    app = PantauApp(
+        settings.app_id, fetch_wait_ms=fetch_wait_ms(settings), **faust_config(settings)
+    )
     runtime = Runtime(settings, _sharded(list(stages)))
 
     async def send(

@@ -31,7 +31,14 @@ class Settings(BaseSettings):
     embedded: bool = Field(default=False, description="tuned for the embedded Tansu broker")
     session_timeout_s: float = Field(default=30.0, gt=0, le=600)
     batch_size: int = Field(default=500, ge=1, le=100_000, description="micro-batch size")
-    batch_within_s: float = Field(default=0.2, gt=0, le=60, description="max wait to fill a batch")
+    batch_within_s: float = Field(default=0.05, gt=0, le=60, description="max wait to fill a batch")
+    fetch_wait_ms: int = Field(
+        default=500,
+        ge=1,
+        le=30_000,
+        description="longest the broker may hold a fetch with no data (the embedded profile "
+        "uses at most 20 ms: Tansu answers a fetch only when its wait is over)",
+    )
     max_message_bytes: int = Field(
         default=1_000_000, ge=1024, description="larger values dead-letter"
     )

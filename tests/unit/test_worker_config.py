@@ -147,3 +147,27 @@ def test_stage_failures_are_logged_with_card_numbers_masked(
     assert "stage payments failed on a batch of 3: ValueError: bad value 411111" in text
     assert "4111111111111111" not in text
     assert "_fails_with_a_card_number" in text  # where it happened
+
+
+def test_the_consumer_asks_for_the_configured_fetch_wait() -> None:
+    """Faust hard-codes a 1.5 s fetch wait; Tansu holds every fetch that long, so the worker's
+    consumer gets the settings' wait instead (20 ms at most in the embedded profile)."""
+    import asyncio
+
+    from streams.app import EMBEDDED_FETCH_WAIT_MS, fetch_wait_ms
+    from streams.transport import PantauApp
+
+    assert fetch_wait_ms(Settings(embedded=True)) == EMBEDDED_FETCH_WAIT_MS
+    assert fetch_wait_ms(Settings(fetch_wait_ms=800)) == 800
+
+    async def created(wait: int) -> int:
+        app = PantauApp("fetch-wait-test", broker="kafka://127.0.0.1:1", fetch_wait_ms=wait)
+        thread = app.consumer._thread
+        consumer = thread._create_worker_consumer(app.transport)
+        try:
+            return int(consumer._fetch_max_wait_ms)
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(created(20)) == 20
+    assert asyncio.run(created(700)) == 700
