@@ -159,7 +159,7 @@ def create_app(
             _add_agent(app, settings, runner, runtime)
     for reader in runtime.broadcasts:
         app.task(_broadcast_task(reader))
-    _add_durable_state(app, runtime, sender)
+    _add_durable_state(app, runtime)
 
     @app.timer(interval=TICK_INTERVAL_S, name="pantau-tick")
     async def tick() -> None:
@@ -198,17 +198,23 @@ def _sharded(stages: list[Stage]) -> list[Stage]:
     return out
 
 
-def _add_durable_state(app: faust.App, runtime: Runtime, sender: Sender) -> None:
-    """The payments stage's customer state to its changelog, the health shards rebuilt on
+def _add_durable_state(app: faust.App, runtime: Runtime) -> None:
+    """The payments stage's feature state to its changelog, the health shards rebuilt on
     takeover; both follow the group's assignment."""
     from streams.health import HealthShards
     from streams.payments import PaymentsStage
-    from streams.statelog import HealthRestorer, PartitionReader, PaymentsStateLog
+    from streams.statelog import (
+        HealthRestorer,
+        PartitionReader,
+        PartitionWriter,
+        PaymentsStateLog,
+    )
 
     reader = PartitionReader(runtime.settings)
     for stage in runtime.stages:
         if isinstance(stage, PaymentsStage) and stage.durable is not None:
-            runtime.durables[stage.name] = PaymentsStateLog(stage, runtime.settings, sender, reader)
+            writer = PartitionWriter(runtime.settings)
+            runtime.durables[stage.name] = PaymentsStateLog(stage, runtime.settings, writer, reader)
         elif isinstance(stage, HealthShards):
             runtime.durables[stage.name] = HealthRestorer(stage, reader)
     if not runtime.durables:

@@ -14,7 +14,7 @@ from streams import metrics
 from streams.core import Record
 from streams.durable import decode_value, encode_value
 from streams.health import HealthShards
-from streams.live import Raw, Sender, client_options
+from streams.live import client_options
 from streams.payments import PaymentsStage
 from streams.settings import Settings
 
@@ -80,6 +80,97 @@ class PartitionReader:
             self._consumer = None
 
 
+class PartitionWriter:
+    """Writes messages to given partitions of a topic with aiokafka's batch API: one request per
+    partition instead of one send per message (a changelog write is ~1,000 keys a batch). Its own
+    producer (acks=all, no idempotence: the embedded broker refuses it); a partition whose write
+    fails is written again whole (a changelog repeat is harmless: the latest value wins)."""
+
+    MAX_BATCH_BYTES = 512 * 1024
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer: Any = None
+
+    async def _start(self) -> Any:
+        if self._producer is None:
+            from aiokafka import AIOKafkaProducer
+
+            producer = AIOKafkaProducer(
+                **client_options(self.settings),
+                acks="all",
+                enable_idempotence=False,
+                max_batch_size=self.MAX_BATCH_BYTES,
+                max_request_size=2 * self.MAX_BATCH_BYTES,
+                request_timeout_ms=15000,
+                client_id=f"{self.settings.app_id}-state",
+            )
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def write(
+        self, topic: str, messages: dict[int, list[tuple[bytes, bytes | None]]]
+    ) -> None:
+        """Write every partition's messages (in order); returns once all are in Kafka."""
+        pending = {p: m for p, m in messages.items() if m}
+        delay = 0.1
+        while pending:
+            try:
+                producer = await self._start()
+                futures = {p: await self._send(producer, topic, p, m) for p, m in pending.items()}
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                futures = {p: [_raise(exc)] for p in pending}
+            failed: dict[int, list[tuple[bytes, bytes | None]]] = {}
+            first: BaseException | None = None
+            for partition, waits in futures.items():
+                results = await asyncio.gather(*waits, return_exceptions=True)
+                errors = [r for r in results if isinstance(r, BaseException)]
+                if errors:
+                    failed[partition] = pending[partition]
+                    first = first or errors[0]
+            if not failed:
+                return
+            log.warning(
+                "state of %d partitions not written (%s); retrying in %.1f s",
+                len(failed),
+                type(first).__name__,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+            pending = failed
+
+    async def _send(
+        self, producer: Any, topic: str, partition: int, messages: list[tuple[bytes, bytes | None]]
+    ) -> list[Any]:
+        waits: list[Any] = []
+        batch = producer.create_batch()
+        for key, value in messages:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                if batch.record_count() == 0:
+                    log.error("a state value of %d bytes is too large to write", len(value or b""))
+                    continue
+                waits.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    log.error("a state value of %d bytes is too large to write", len(value or b""))
+        if batch.record_count():
+            waits.append(await producer.send_batch(batch, topic, partition=partition))
+        return waits
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+
+async def _raise(exc: BaseException) -> None:
+    raise exc
+
+
 async def _retrying(what: str, attempt: Callable[[int, int], Awaitable[None]], *args: int) -> None:
     delay = 0.2
     while True:
@@ -103,7 +194,11 @@ class PaymentsStateLog:
     previous owner may have counted already (up to the latest marker plus one batch)."""
 
     def __init__(
-        self, stage: PaymentsStage, settings: Settings, sender: Sender, reader: PartitionReader
+        self,
+        stage: PaymentsStage,
+        settings: Settings,
+        writer: PartitionWriter,
+        reader: PartitionReader,
     ) -> None:
         if stage.durable is None:
             raise ValueError("the payments stage keeps no durable state (no fraud scorer)")
@@ -111,7 +206,7 @@ class PaymentsStateLog:
         self.durable = stage.durable
         self.topic = settings.topics.payments_state
         self.batch_size = settings.batch_size
-        self.sender = sender
+        self.writer = writer
         self.reader = reader
         self.held: set[int] = set()
 
@@ -163,19 +258,18 @@ class PaymentsStateLog:
         )
 
     async def after(self, records: Sequence[Record]) -> None:
-        """Send the batch's state changes, then one marker per partition of the batch."""
+        """Write the batch's state changes, then one marker per partition of the batch."""
         changes = self.durable.changes()
-        messages: list[Raw] = [
-            (
-                self.topic,
-                key.encode("utf-8"),
-                encode_value(value) if value is not None else None,
-                partition,
-            )
-            for partition, keys in changes.items()
-            for key, value in keys.items()
-        ]
-        await self.sender.send_raw(messages)
+        await self.writer.write(
+            self.topic,
+            {
+                partition: [
+                    (key.encode("utf-8"), encode_value(value) if value is not None else None)
+                    for key, value in keys.items()
+                ]
+                for partition, keys in changes.items()
+            },
+        )
         highest: dict[int, int] = {}
         for r in records:
             if (
@@ -184,11 +278,9 @@ class PaymentsStateLog:
                 and r.offset > highest.get(r.partition, -1)
             ):
                 highest[r.partition] = r.offset
-        await self.sender.send_raw(
-            [
-                (self.topic, MARKER, orjson.dumps({"offset": offset}), partition)
-                for partition, offset in sorted(highest.items())
-            ]
+        await self.writer.write(
+            self.topic,
+            {p: [(MARKER, orjson.dumps({"offset": o}))] for p, o in sorted(highest.items())},
         )
 
 
