@@ -83,6 +83,9 @@ def serve_pantau() -> None:
 
     quiet_faust_logging()
     worker, runtime = make_worker(Settings())
+    from streams.gctune import tune_gc
+
+    tune_gc()  # as `pantau worker` does
     runner = runtime.runners["payments"]
     handle = runner.handle
 

@@ -109,6 +109,9 @@ def replay(
     from streams.replay import replay as run_replay
 
     pipeline = pipeline_for(events, model, rules, secrets, batch_size=batch_size)
+    from streams.gctune import tune_gc
+
+    tune_gc()
     progress = Progress(
         "[progress.description]{task.description}",
         BarColumn(),

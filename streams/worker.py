@@ -157,6 +157,9 @@ def run(settings: Settings, wait_s: float = 30.0) -> None:
     except ValueError as exc:  # a rule pack, model or store the settings name is unusable
         raise ConfigError(str(exc)) from None
     runtime.started = started
+    from streams.gctune import tune_gc
+
+    tune_gc()
     stop_metrics = None
     if settings.metrics_port:
         stop_metrics = metrics.serve(settings.metrics_port)
