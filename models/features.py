@@ -423,6 +423,7 @@ def _shard(records: Sequence[tuple[bytes, int, int, str]]) -> bytes:
 
 
 def _records(shard: bytes) -> list[tuple[bytes, int, int, str]]:
+    """A shard's (digest, first seen, counted, merchant) records, in order (see `_shard`)."""
     n = _U32_1.unpack_from(shard)[0]
     at = 4 + 8 * n
     times = struct.unpack_from(f"<{n}q", shard, at)

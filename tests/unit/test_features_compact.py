@@ -15,7 +15,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.features import DAY, FeatureStore, decode, encode
+from models.features import _U32_1, DAY, FeatureStore, _tx_digest, decode, encode
 from models.inputs import FraudLabel, Status, Transaction
 from tests.unit import features_reference as reference
 
@@ -245,6 +245,38 @@ def test_busy_keys_and_odd_amounts_take_the_wider_layouts_and_read_the_same() ->
     assert decode(pair.new.state["customer:c-idr"]).base > base
     pair.restart()
     pair.apply(tx(1003, T0 + timedelta(days=41, minutes=1), customer_id="c-idr"))
+    pair.check_values()
+
+
+def test_transactions_sharing_a_shard_are_labelled_and_expired_one_by_one() -> None:
+    """Four transaction ids with the same shard, at different merchants and times: each label
+    finds its own, and expiry keeps the recent ones (as the reference does)."""
+    by_shard: dict[str, list[str]] = {}
+    for i in range(200_000):
+        ids = by_shard.setdefault(_tx_digest(f"trx-{i}")[0], [])
+        ids.append(f"trx-{i}")
+        if len(ids) == 4:
+            break
+    key = next(k for k, ids in by_shard.items() if len(ids) == 4)
+    pair = Pair()
+    for n, tx_id in enumerate(by_shard[key]):
+        t = tx(0, T0 + timedelta(days=10 * n), merchant_id=f"m-{n % 3}", customer_id=f"c-{n}")
+        pair.apply(t.model_copy(update={"transaction_id": tx_id}))
+    assert _U32_1.unpack_from(pair.new.tx_merchants[key])[0] == 4
+    second, third = by_shard[key][1:3]
+    assert pair.label(
+        FraudLabel(transaction_id=third, fraud=True, reported_at=T0 + timedelta(days=31))
+    )
+    assert not pair.label(FraudLabel(transaction_id=third, fraud=True, reported_at=T0))
+    pair.expire(T0 + timedelta(days=55, seconds=1))  # the first two are over 45 days old
+    assert _U32_1.unpack_from(pair.new.tx_merchants[key])[0] == 2
+    assert not pair.label(FraudLabel(transaction_id=second, fraud=True, reported_at=T0))
+    assert not pair.label(FraudLabel(transaction_id=third, fraud=True, reported_at=T0))
+    last = FraudLabel(transaction_id=by_shard[key][3], fraud=True, reported_at=T0 + timedelta(40))
+    assert pair.label(last)
+    pair.apply(tx(9, T0 + timedelta(days=41), merchant_id="m-0", customer_id="c-9"))
+    pair.expire(T0 + timedelta(days=200))
+    assert key not in pair.new.tx_merchants
     pair.check_values()
 
 
