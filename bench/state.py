@@ -7,7 +7,7 @@ import gc
 import os
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -125,9 +125,7 @@ def measure_small(customers: int, per_customer: int) -> tuple[Any, float, dict[s
 
 def measure_scaled(store: Any, customers: int, factor: int) -> float:
     """Bytes per customer by resident memory growth when `factor` times as many customers' state
-    is held: each entry copied from its JSON form under a new key (as a table restores it)."""
-    import orjson
-
+    is held: each value copied from its stored bytes under a new key (as a table restores it)."""
     from models.features import FeatureStore
 
     gc.collect()
@@ -136,9 +134,9 @@ def measure_scaled(store: Any, customers: int, factor: int) -> float:
     for copy in range(factor):
         suffix = f"~{copy}"
         for key, value in store.state.items():
-            big.state[key + suffix] = orjson.loads(orjson.dumps(value))
+            big.state[key + suffix] = bytes(memoryview(value))  # a new object, as read back
         for key, value in store.tx_merchants.items():
-            big.tx_merchants[key + suffix] = list(value)
+            big.tx_merchants[key + suffix] = bytes(memoryview(value))
     gc.collect()
     grown = rss_bytes() - before
     del big
@@ -161,6 +159,13 @@ def run(*, small: int = 100_000, large: int = 1_000_000, per_customer: int = 3) 
         "deep size per customer by part: "
         + ", ".join(f"{k} {v:,.0f} B" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]))
     )
+    layouts = sorted(Counter(value[0] for value in store.state.values()).items())
+    report.notes.append(
+        "state values by layout (models/features.py `encode`): "
+        + ", ".join(f"{tag}: {n:,}" for tag, n in layouts)
+        + "; transactions kept for late labels in "
+        + f"{len(store.tx_merchants):,} shards"
+    )
     if large:
         factor = max(1, large // small)
         need = deep * small * factor * 1.4  # resident growth ran about 1.2× the deep size
@@ -178,7 +183,8 @@ def run(*, small: int = 100_000, large: int = 1_000_000, per_customer: int = 3) 
                 target=TARGET_BYTES,
                 higher=False,
                 note=f"the {small:,} customers' state copied {factor}× under new keys (from its "
-                "JSON form, as a table restores it); includes allocator overhead",
+                "stored bytes, as a table restores it); includes the dicts' own tables and "
+                "allocator overhead",
             )
     del store
     report.notes.append(

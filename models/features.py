@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from hashlib import blake2b
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -103,126 +106,87 @@ def entity_keys(tx: Transaction) -> dict[str, str | None]:
     }
 
 
-# Per grain, the windows read from it: (window, number of buckets).
-_READS: dict[str, list[tuple[str, int]]] = {
-    grain: [(w, span) for w, (g, span) in _WINDOW_GRAIN.items() if g == grain] for grain in _GRAINS
-}
+_SECONDS = tuple(seconds for seconds, _ in _GRAINS.values())
+# (seconds, buckets kept) per grain in reading order: m → 10m, f → 1h, h → 24h, d → 7d and 30d.
+_PLAN = tuple(_GRAINS.values())
+# Per entity, the count and the amount feature names in WINDOWS order.
+_COUNTS = {entity: tuple(f"{entity}_count_{w}" for w in WINDOWS) for entity in ENTITIES}
+_AMOUNTS = {entity: tuple(f"{entity}_amount_{w}" for w in WINDOWS) for entity in ENTITIES}
+_Window = tuple[int, float, int]  # count, amount, failures
+_EMPTY: _Window = (0, 0.0, 0)
+_EMPTY_READS = {seconds: _EMPTY * 2 if seconds == DAY else _EMPTY for seconds in _SECONDS}
 
 
-def _add(
-    buckets: dict[str, Any], ts: int, amount: float, failed: bool, grains: Sequence[str] = ()
-) -> None:
-    """Add one attempt; each grain is a list of [index, count, amount, failures], oldest first."""
-    for grain, (seconds, _) in _GRAINS.items():
-        if grains and grain not in grains:
-            continue
-        level: list[list[Any]] = buckets.setdefault(grain, [])
-        idx = ts // seconds
-        if level and level[-1][0] == idx:
-            cell = level[-1]
-        elif not level or level[-1][0] < idx:
-            cell = [idx, 0, 0.0, 0]
-            level.append(cell)
-        else:  # a late event: find or insert its bucket
-            pos = len(level)
-            while pos > 0 and level[pos - 1][0] > idx:
-                pos -= 1
-            if pos > 0 and level[pos - 1][0] == idx:
-                cell = level[pos - 1]
-            else:
-                cell = [idx, 0, 0.0, 0]
-                level.insert(pos, cell)
-        cell[1] += 1
-        cell[2] += amount
-        cell[3] += int(failed)
+def _sums(level: list[Any], start: int) -> _Window:
+    """Count, amount and failures of the cells from `start` on, amounts added oldest first."""
+    total = 0.0
+    for amount in level[start + 3 :: 4]:
+        total += amount
+    return sum(level[start + 1 :: 4]), total, sum(level[start + 2 :: 4])
 
 
-def _read(buckets: dict[str, Any], ts: int) -> dict[str, list[float]]:
-    """window → [count, amount, failures] at time ts; drops buckets too old for any window."""
-    out: dict[str, list[float]] = {}
-    for grain, (seconds, keep) in _GRAINS.items():
-        level: list[list[Any]] | None = buckets.get(grain)
+def _update(levels: list[list[Any]], ts: int, amount: float, failed: bool, add: bool) -> list[Any]:
+    """Add one attempt (when `add`), drop buckets too old for any window and read every window
+    at time ts: count, amount, failures of each window in WINDOWS order, as one flat list.
+
+    A grain's level is one flat list of cells [index, count, failures, amount, index, ...],
+    oldest first. A cell's amount is the sum of its attempts in arrival order and a window's
+    amount the sum of its cells oldest first: the same float additions in the same order
+    whatever the stored form, so the same results. Only differences of times and indexes
+    matter, so ts and the indexes may be counted from any day's start (see `Entry`)."""
+    out: list[Any] = []
+    f = 1 if failed else 0
+    for (seconds, keep), level in zip(_PLAN, levels, strict=False):
         now = ts // seconds
-        if level:
-            drop = 0
-            while drop < len(level) and now - level[drop][0] >= keep:
-                drop += 1
-            if drop:
-                del level[:drop]
-        count, amount, failures = 0, 0.0, 0
-        short = None
-        for window, span in _READS[grain]:
-            count, amount, failures = 0, 0.0, 0
-            for idx, c, a, f in level or ():
-                if idx > now:
-                    break  # from a later event than this one: not in this event's past
-                if now - idx < span:
-                    count += c
-                    amount += a
-                    failures += f
-            short = [count, amount, failures]
-            out[window] = short
-    return out
-
-
-# (grain, seconds, buckets kept, windows read) in reading order; only "d" serves two windows.
-_PLAN = [(g, s, keep, [w for w, _ in _READS[g]]) for g, (s, keep) in _GRAINS.items()]
-
-
-def _update(
-    buckets: dict[str, Any], ts: int, amount: float, failed: bool, add: bool
-) -> dict[str, list[float]]:
-    """Add one attempt (when `add`) and read every window at time ts, in one pass per grain:
-    window → [count, amount, failures]. Equivalent to `_add` then `_read`."""
-    out: dict[str, list[float]] = {}
-    f = int(failed)
-    for grain, seconds, keep, windows in _PLAN:
-        level: list[list[Any]] | None = buckets.get(grain)
-        if level is None:
-            level = buckets[grain] = []
-        now = ts // seconds
+        n = len(level)
         if add:
-            if level and level[-1][0] == now:
-                cell = level[-1]
-                cell[1] += 1
-                cell[2] += amount
-                cell[3] += f
-            elif not level or level[-1][0] < now:
-                level.append([now, 1, amount, f])
-            else:
-                _add(buckets, ts, amount, failed, grains=(grain,))
-        if level and now - level[0][0] >= keep:
-            drop = 1
-            while drop < len(level) and now - level[drop][0] >= keep:
-                drop += 1
+            if n and level[n - 4] == now:
+                level[n - 3] += 1
+                level[n - 2] += f
+                level[n - 1] += amount
+            elif not n or level[n - 4] < now:
+                level += (now, 1, f, amount)
+            else:  # a late event: find or insert its bucket
+                pos = n
+                while pos and level[pos - 4] > now:
+                    pos -= 4
+                if pos and level[pos - 4] == now:
+                    level[pos - 3] += 1
+                    level[pos - 2] += f
+                    level[pos - 1] += amount
+                else:
+                    level[pos:pos] = (now, 1, f, 0.0 + amount)
+        if level and now - level[0] >= keep:
+            drop = 4
+            while drop < len(level) and now - level[drop] >= keep:
+                drop += 4
             del level[:drop]
-        count, total, failures = 0, 0.0, 0
-        if len(windows) == 1:
-            for idx, c, a, x in level:
-                if idx > now:
-                    break
-                count += c
-                total += a
-                failures += x
-            out[windows[0]] = [count, total, failures]
+        n = len(level)
+        if n and level[n - 4] > now:  # cells of later events than this one: not its past
+            while n and level[n - 4] > now:
+                n -= 4
+            level = level[:n]
+        if n == 4:  # one bucket (most keys): its own sums
+            window = (level[1], 0.0 + level[3], level[2])
+            if seconds != DAY:
+                out += window
+            else:
+                out += window if now - level[0] < 7 else _EMPTY
+                out += window
+        elif not n:
+            out += _EMPTY_READS[seconds]
+        elif seconds != DAY:
+            out += _sums(level, 0)
         else:  # the day grain: 7d is the last 7 of the 30 days kept
-            count7, total7, failures7 = 0, 0.0, 0
-            for idx, c, a, x in level:
-                if idx > now:
-                    break
-                count += c
-                total += a
-                failures += x
-                if now - idx < 7:
-                    count7 += c
-                    total7 += a
-                    failures7 += x
-            out["7d"] = [count7, total7, failures7]
-            out["30d"] = [count, total, failures]
+            start = 0
+            while start < n and now - level[start] >= 7:
+                start += 4
+            out += _sums(level, start)
+            out += _sums(level, 0)
     return out
 
 
-def _prune_times(seen: dict[str, int], ts: int, horizon: int) -> None:
+def _prune_times(seen: dict[bytes, int], ts: int, horizon: int) -> None:
     for key in [k for k, t in seen.items() if ts - t >= horizon]:
         del seen[key]
     while len(seen) > MAX_DISTINCT:
@@ -230,20 +194,257 @@ def _prune_times(seen: dict[str, int], ts: int, horizon: int) -> None:
         del seen[oldest]
 
 
-def _prune_uses(uses: dict[str, list[Any]], ts: int, horizon: int) -> None:
+def _prune_uses(uses: dict[bytes, list[Any]], ts: int, horizon: int) -> None:
     for key in [k for k, u in uses.items() if ts - u[1] >= horizon]:
         del uses[key]
     while len(uses) > MAX_DISTINCT:
         del uses[min(uses, key=lambda k: uses[k][1])]
 
 
-class FeatureStore:
-    """Keyed state of every entity plus the labels seen so far; plain mappings, JSON-able values.
+def digest(text: str) -> bytes:
+    """A stable 64-bit digest of a string (the same in every process, unlike `hash`): what the
+    state keeps instead of attempt keys, device ids and card keys."""
+    return blake2b(text.encode(), digest_size=8).digest()
 
-    `state` maps "<entity>:<key>" → that key's buckets and sets. Customer state is local to the
-    worker that owns the customer's partition; device, card, IP and merchant state is kept per
-    worker (see docs/fraud.md). `tx_merchants` remembers each recent transaction's merchant so a
-    late label can be attributed; `labels` keeps each label once.
+
+class Entry:
+    """One entity's state, decoded from its stored bytes (`decode`, `encode`).
+
+    Every time is in seconds and every bucket index and day counted from the start of day
+    `base` (a UTC day number; only differences matter). `levels`: per grain, its cells (see
+    `_update`); `seen`: attempt digest → time of its first delivery (customers); `so`: when
+    `seen` was last pruned (customers); `devices`: device digest → [digest of its first attempt,
+    last use] (customers); `cards`: card digest → last use (devices); `frauds`: day → confirmed
+    frauds that arrived that day (merchants). Dict order is insertion order and the bytes keep
+    it (ties in pruning go to the oldest insertion)."""
+
+    __slots__ = ("base", "cards", "devices", "frauds", "levels", "seen", "so")
+
+    def __init__(
+        self,
+        base: int,
+        levels: list[list[Any]],
+        seen: dict[bytes, int],
+        so: int | None,
+        devices: dict[bytes, list[Any]],
+        cards: dict[bytes, int],
+        frauds: dict[int, int],
+    ) -> None:
+        self.base = base
+        self.levels = levels
+        self.seen = seen
+        self.so = so
+        self.devices = devices
+        self.cards = cards
+        self.frauds = frauds
+
+    def rebase(self, day: int) -> None:
+        """Count everything from the start of another day (same state, other numbers)."""
+        shift = day - self.base
+        if not shift:
+            return
+        seconds = shift * DAY
+        for level, grain in zip(self.levels, _SECONDS, strict=True):
+            level[0::4] = [index - seconds // grain for index in level[0::4]]
+        self.seen = {k: t - seconds for k, t in self.seen.items()}
+        if self.so is not None:
+            self.so -= seconds
+        self.devices = {k: [first, last - seconds] for k, (first, last) in self.devices.items()}
+        self.cards = {k: t - seconds for k, t in self.cards.items()}
+        self.frauds = {d - shift: n for d, n in self.frauds.items()}
+        self.base = day
+
+
+# An entity's bytes in one of three layouts, named by byte 0. Then the base day, `so`, the
+# number of cells of each grain and of items in each map; the cells [index, attempts,
+# failures, amount] grain after grain; then `seen` (digest, time), `devices` (digest, first
+# attempt's digest, last use), `cards` (digest, time) and `frauds` (day, count) items. Layout 1
+# fits most entities: attempts per cell and items per map up to 255, indexes within ±32767
+# buckets and times within ±68 years of the base day, whole amounts below 2^32 (8 bytes a cell).
+# Layout 2 is layout 1 with float64 amounts; layout 3 holds anything (busy merchants, shared IPs).
+_LAYOUTS: dict[int, tuple[str, str, str, str, str, str]] = {
+    # tag: (header, cell, seen item, device item, card item, fraud item)
+    1: ("<BHi8B", "hBBI", "8si", "8s8si", "8si", "iI"),
+    2: ("<BHi8B", "hBBd", "8si", "8s8si", "8si", "iI"),
+    3: ("<Bqq8I", "qQQd", "8sq", "8s8sq", "8sq", "qQ"),
+}
+_HEADERS = {tag: struct.Struct(layout[0]) for tag, layout in _LAYOUTS.items()}
+_STRUCTS: dict[tuple[int, ...], struct.Struct] = {}
+
+
+def _struct(
+    tag: int, cells: int, seen: int, devices: int, cards: int, frauds: int
+) -> struct.Struct:
+    """The layout of an entity's bytes with these numbers of cells and items (cached)."""
+    key = (tag, cells, seen, devices, cards, frauds)
+    found = _STRUCTS.get(key)
+    if found is None:
+        if len(_STRUCTS) > 4096:
+            _STRUCTS.clear()
+        head, cell, s, d, c, f = _LAYOUTS[tag]
+        found = _STRUCTS[key] = struct.Struct(
+            head + cell * cells + s * seen + d * devices + c * cards + f * frauds
+        )
+    return found
+
+
+def _layout(value: bytes, head: bytes) -> struct.Struct:
+    """The layout of these bytes, from their header (cached by its counts)."""
+    tag = value[0]
+    _, _, _, nm, nf, nh, nd, ns, nv, nc, nr = _HEADERS[tag].unpack_from(value)
+    found = _DECODERS[head] = _struct(tag, nm + nf + nh + nd, ns, nv, nc, nr)
+    if len(_DECODERS) > 4096:
+        _DECODERS.clear()
+    return found
+
+
+_DECODERS: dict[bytes, struct.Struct] = {}
+
+
+def decode(value: bytes | None, day: int = 0) -> Entry:
+    """An entity's state from its stored bytes; for None a new, empty state counted from `day`."""
+    if value is None:
+        return Entry(day, [[], [], [], []], {}, None, {}, {}, {})
+    # The tag and the counts say the layout: bytes 0 and 7-14 (layouts 1, 2) or 17-48 (3).
+    head = value[:1] + value[7:15] if value[0] != 3 else value[:1] + value[17:49]
+    flat = (_DECODERS.get(head) or _layout(value, head)).unpack_from(value)
+    _, base, so, nm, nf, nh, nd, ns, nv, nc, nr = flat[:11]
+    a = 11 + 4 * nm
+    b = a + 4 * nf
+    c = b + 4 * nh
+    d = c + 4 * nd
+    levels = [list(flat[11:a]), list(flat[a:b]), list(flat[b:c]), list(flat[c:d])]
+    seen: dict[bytes, int] = {}
+    if ns:
+        seen = dict(zip(flat[d : d + 2 * ns : 2], flat[d + 1 : d + 2 * ns : 2], strict=True))
+        d += 2 * ns
+    devices: dict[bytes, list[Any]] = {}
+    if nv:
+        devices = {flat[i]: [flat[i + 1], flat[i + 2]] for i in range(d, d + 3 * nv, 3)}
+        d += 3 * nv
+    cards: dict[bytes, int] = {}
+    if nc:
+        cards = dict(zip(flat[d : d + 2 * nc : 2], flat[d + 1 : d + 2 * nc : 2], strict=True))
+        d += 2 * nc
+    frauds: dict[int, int] = {}
+    if nr:
+        frauds = dict(zip(flat[d : d + 2 * nr : 2], flat[d + 1 : d + 2 * nr : 2], strict=True))
+    return Entry(base, levels, seen, so if ns else None, devices, cards, frauds)
+
+
+def encode(entry: Entry) -> bytes:
+    """An entity's state as self-contained bytes, in the smallest layout that holds it."""
+    m, f, h, d = entry.levels
+    cells = m + f + h + d
+    tag = 1
+    if cells:
+        if max(cells[1::4]) > 255:
+            tag = 3
+        else:
+            amounts = cells[3::4]
+            try:
+                whole = list(map(int, amounts))
+            except (OverflowError, ValueError):  # inf or nan
+                whole = []
+            if whole == amounts:
+                cells[3::4] = whole
+            else:
+                tag = 2
+    seen, devices, cards, frauds = entry.seen, entry.devices, entry.cards, entry.frauds
+    sizes = (len(cells) >> 2, len(seen), len(devices), len(cards), len(frauds))
+    args: list[Any] = [tag, entry.base, entry.so or 0, len(m) >> 2, len(f) >> 2, len(h) >> 2]
+    args += (len(d) >> 2, *sizes[1:], *cells)
+    if seen:
+        args += chain.from_iterable(seen.items())
+    for key, (first, last) in devices.items():
+        args += (key, first, last)
+    if cards:
+        args += chain.from_iterable(cards.items())
+    if frauds:
+        args += chain.from_iterable(frauds.items())
+    if tag != 3:
+        try:
+            return (_STRUCTS.get((tag, *sizes)) or _struct(tag, *sizes)).pack(*args)
+        except struct.error:  # beyond layouts 1 and 2 here: from the newest day, or layout 3
+            newest = d[-4] if d else 0
+            if newest:
+                entry.rebase(entry.base + newest)
+                return encode(entry)
+    args[0] = 3
+    return _struct(3, *sizes).pack(*args)
+
+
+# Transactions kept for late labels: a transaction id's 10-byte digest picks one of TX_SHARDS
+# shards (its last 2 bytes) and is remembered there by its first 8. A shard's bytes: the number
+# n of transactions (uint32), their digests (n × 8 bytes), the time each was first seen (n ×
+# int64), whether a fraud label has counted it (n bytes), its merchant's position in the shard's
+# merchant list (n × uint32), then that list (each id in UTF-8 followed by 0xFF, a byte UTF-8
+# never holds). A shard holds about 1/32768 of the transactions of the last 45 days.
+TX_SHARDS = 1 << 15
+_TX_KEYS = tuple(f"tx:{shard:04x}" for shard in range(TX_SHARDS))
+_U32_1 = struct.Struct("<I")
+_I64_1 = struct.Struct("<q")
+_END = b"\xff"
+_ONE = struct.Struct("<I8sqBI")  # a shard of one transaction, before its merchant
+
+
+def _tx_digest(transaction_id: str) -> tuple[str, bytes]:
+    """The shard key and the digest a transaction id is remembered by."""
+    full = blake2b(transaction_id.encode(), digest_size=10).digest()
+    return _TX_KEYS[int.from_bytes(full[8:], "little") & (TX_SHARDS - 1)], full[:8]
+
+
+def _position(shard: bytes, digest8: bytes) -> tuple[int, int]:
+    """(n, position of digest8 among the shard's n transactions, or -1)."""
+    n = _U32_1.unpack_from(shard)[0]
+    end = 4 + 8 * n
+    at = shard.find(digest8, 4, end)
+    while at >= 0 and (at - 4) % 8:
+        at = shard.find(digest8, at + 1, end)
+    return n, (at - 4) // 8 if at >= 0 else -1
+
+
+def _shard(records: Sequence[tuple[bytes, int, int, str]]) -> bytes:
+    """A shard's bytes from its (digest, first seen, counted, merchant) records, in order."""
+    merchants: dict[str, int] = {}
+    for record in records:
+        merchants.setdefault(record[3], len(merchants))
+    n = len(records)
+    return b"".join(
+        [
+            _U32_1.pack(n),
+            *(r[0] for r in records),
+            struct.pack(f"<{n}q", *(r[1] for r in records)),
+            bytes(r[2] for r in records),
+            struct.pack(f"<{n}I", *(merchants[r[3]] for r in records)),
+            *(m.encode() + _END for m in merchants),
+        ]
+    )
+
+
+def _records(shard: bytes) -> list[tuple[bytes, int, int, str]]:
+    """A shard's (digest, first seen, counted, merchant) records, in order (see `_shard`)."""
+    n = _U32_1.unpack_from(shard)[0]
+    at = 4 + 8 * n
+    times = struct.unpack_from(f"<{n}q", shard, at)
+    flags = shard[at + 8 * n : at + 9 * n]
+    at += 9 * n
+    where = struct.unpack_from(f"<{n}I", shard, at)
+    merchants = [m.decode() for m in shard[at + 4 * n :].split(_END)[:-1]]
+    return [
+        (shard[4 + 8 * i : 12 + 8 * i], times[i], flags[i], merchants[where[i]]) for i in range(n)
+    ]
+
+
+class FeatureStore:
+    """Keyed state of every entity plus the transactions recent enough to be labelled.
+
+    `state` maps "<entity>:<key>" → that key's state as self-contained bytes (`decode`,
+    `encode`): read with `state.get(key)` and written back with `state[key] = value` for every
+    key a transaction touches. Customer state is local to the worker that owns the customer's
+    partition; device, card, IP and merchant state is kept per worker (see docs/fraud.md).
+    `tx_merchants` maps "tx:<shard>" → bytes remembering each recent transaction's merchant, so
+    a late label can be attributed once (see TX_SHARDS).
     """
 
     def __init__(
@@ -258,20 +459,68 @@ class FeatureStore:
         )
 
     # ---- labels ----------------------------------------------------------------------------
+    def _remember(self, transaction_id: str, merchant: str, ts: int) -> None:
+        """Keep a transaction's merchant for late labels (its first attempt's time), once."""
+        key, digest8 = _tx_digest(transaction_id)
+        shard: bytes | None = self.tx_merchants.get(key)
+        if shard is None:
+            self.tx_merchants[key] = _ONE.pack(1, digest8, ts, 0, 0) + merchant.encode() + _END
+            return
+        n, found = _position(shard, digest8)
+        if found >= 0:
+            return
+        times = 4 + 8 * n
+        flags = times + 8 * n
+        where = flags + n
+        table = where + 4 * n
+        name = merchant.encode()
+        # the merchant list: look for the id between two ends
+        merchants = _END + shard[table:]
+        at = merchants.find(_END + name + _END)
+        if at >= 0:
+            index = merchants.count(_END, 0, at)
+            tail = shard[table:]
+        else:
+            index = merchants.count(_END) - 1
+            tail = shard[table:] + name + _END
+        self.tx_merchants[key] = b"".join(
+            [
+                _U32_1.pack(n + 1),
+                shard[4:times],
+                digest8,
+                shard[times:flags],
+                _I64_1.pack(ts),
+                shard[flags:where],
+                b"\x00",
+                shard[where:table],
+                _U32_1.pack(index),
+                tail,
+            ]
+        )
+
     def add_label(self, label: FraudLabel) -> bool:
         """Count a confirmed fraud for its merchant at the label's arrival time; False if unknown
         or already counted."""
-        known = self.tx_merchants.get(label.transaction_id)
-        if known is None or not label.fraud or known[2]:
+        key, digest8 = _tx_digest(label.transaction_id)
+        shard: bytes | None = self.tx_merchants.get(key)
+        if shard is None:
             return False
-        merchant, _, _ = known
-        known[2] = True
-        self.tx_merchants[label.transaction_id] = known
-        entry = self._entry("merchant", merchant)
-        frauds = entry.setdefault("frauds", {})
-        day = str(_ts(label.reported_at) // DAY)
-        frauds[day] = frauds.get(day, 0) + 1
-        self.state[f"merchant:{merchant}"] = entry
+        n, found = _position(shard, digest8)
+        if found < 0 or not label.fraud:
+            return False
+        flag = 4 + 16 * n + found
+        if shard[flag]:
+            return False
+        self.tx_merchants[key] = shard[:flag] + b"\x01" + shard[flag + 1 :]
+        where = 4 + 17 * n
+        index = _U32_1.unpack_from(shard, where + 4 * found)[0]
+        merchant = shard[where + 4 * n :].split(_END)[index].decode()
+        state_key = f"merchant:{merchant}"
+        day = _ts(label.reported_at) // DAY
+        entry = decode(self.state.get(state_key), day)
+        day -= entry.base
+        entry.frauds[day] = entry.frauds.get(day, 0) + 1
+        self.state[state_key] = encode(entry)
         return True
 
     def expire_labels(self, now: datetime) -> None:
@@ -280,103 +529,115 @@ class FeatureStore:
         if ts - self._expired_at < DAY:
             return
         self._expired_at = ts
-        for tx_id in [
-            k for k, v in self.tx_merchants.items() if ts - v[1] >= LABEL_RETENTION_SECONDS
-        ]:
-            del self.tx_merchants[tx_id]
+        for key, shard in list(self.tx_merchants.items()):
+            n = _U32_1.unpack_from(shard)[0]
+            times = struct.unpack_from(f"<{n}q", shard, 4 + 8 * n)
+            if all(ts - t < LABEL_RETENTION_SECONDS for t in times):
+                continue
+            kept = [r for r in _records(shard) if ts - r[1] < LABEL_RETENTION_SECONDS]
+            if kept:
+                self.tx_merchants[key] = _shard(kept)
+            else:
+                del self.tx_merchants[key]
 
     # ---- transactions ------------------------------------------------------------------------
-    def _entry(self, entity: str, key: str) -> dict[str, Any]:
-        entry: dict[str, Any] | None = self.state.get(f"{entity}:{key}")
-        return entry if entry is not None else {}
-
     def apply(self, tx: Transaction) -> dict[str, Any]:
         """Update state with one transaction (once, even if redelivered) and return its features."""
         ts = _ts(tx.created_at)
+        day = ts // DAY
         amount = float(tx.amount)
         failed = tx.status == "failed"
         keys = entity_keys(tx)
-        customer = self._entry("customer", tx.customer_id)
-        seen: dict[str, int] = customer.setdefault("seen", {})
-        dedup = attempt_key(tx)
+        state = self.state
+        state_keys = {"customer": f"customer:{tx.customer_id}"}
+        customer = decode(state.get(state_keys["customer"]), day)
+        cts = ts - customer.base * DAY  # times in the customer's state count from its base day
+        seen = customer.seen
+        at = tx.created_at  # the attempt key (`attempt_key`), from the time already read
+        dedup = digest(f"{tx.transaction_id}|{ts}|{at.microsecond}|{tx.status.value}")
         first_delivery = dedup not in seen
         values = row_of(tx)
 
-        devices: dict[str, list[Any]] = customer.setdefault("devices", {})
+        devices = customer.devices
         device_key = keys["device"]
-        first_use = devices.get(device_key) if device_key is not None else None
-        values["new_device"] = device_key is not None and (
+        device = digest(device_key) if device_key is not None else None
+        first_use = devices.get(device) if device is not None else None
+        values["new_device"] = device is not None and (
             first_use is None or (not first_delivery and first_use[0] == dedup)
         )
-        entries: dict[str, dict[str, Any]] = {"customer": customer}
+        entries: dict[str, Entry] = {"customer": customer}
         for entity in ENTITIES[1:]:
             key = keys[entity]
             if key is not None:
-                entries[entity] = self._entry(entity, key)
+                state_keys[entity] = state_key = f"{entity}:{key}"
+                entries[entity] = decode(state.get(state_key), day)
         if first_delivery:
-            seen[dedup] = ts
-            if tx.transaction_id not in self.tx_merchants:
-                self.tx_merchants[tx.transaction_id] = [tx.merchant_id, ts, False]
-        if ts - customer.get("so", ts) >= DEDUP_SECONDS or len(seen) > MAX_DISTINCT:
-            _prune_times(seen, ts, DEDUP_SECONDS)
-            customer["so"] = min(seen.values(), default=ts)
-        customer.setdefault("so", ts)
+            seen[dedup] = cts
+            self._remember(tx.transaction_id, tx.merchant_id, ts)
+        so = customer.so
+        if cts - (cts if so is None else so) >= DEDUP_SECONDS or len(seen) > MAX_DISTINCT:
+            _prune_times(seen, cts, DEDUP_SECONDS)
+            customer.so = min(seen.values(), default=cts)
+        if customer.so is None:
+            customer.so = cts
 
         # Every window now holds this attempt exactly once (redelivered or not).
-        for entity in ENTITIES:
-            entry_or_none = entries.get(entity)
-            if entry_or_none is None:
-                continue
-            windows = _update(entry_or_none.setdefault("b", {}), ts, amount, failed, first_delivery)
-            for window in WINDOWS:
-                values[f"{entity}_count_{window}"] = int(windows[window][0])
-                values[f"{entity}_amount_{window}"] = float(windows[window][1])
+        for entity, entry in entries.items():
+            windows = _update(entry.levels, ts - entry.base * DAY, amount, failed, first_delivery)
+            values.update(zip(_COUNTS[entity], windows[0::3], strict=True))
+            values.update(zip(_AMOUNTS[entity], windows[1::3], strict=True))
             if entity == "customer":
                 # The history before this attempt: the windows less this attempt.
-                prev_count = windows["30d"][0] - 1
-                prev_amount = windows["30d"][1] - amount
+                prev_count = windows[12] - 1  # 30d
+                prev_amount = windows[13] - amount
                 avg = prev_amount / prev_count if prev_count > 0 else 0.0
                 values["amount_to_customer_avg_30d"] = amount / avg if avg > 0 else 1.0
-                values["customer_failures_1h"] = int(windows["1h"][2]) - int(failed)
+                values["customer_failures_1h"] = windows[5] - int(failed)
             elif entity == "device":
-                values["device_failures_1h"] = int(windows["1h"][2]) - int(failed)
+                values["device_failures_1h"] = windows[5] - int(failed)
 
-        if device_key is not None:
-            use = devices.get(device_key) or [dedup, ts]  # [first attempt, last use]
-            use[1] = max(ts, use[1])
-            devices[device_key] = use
-            _prune_uses(devices, ts, 90 * DAY)
-            recent = sum(1 for u in devices.values() if ts - u[1] < DAY)
-            values["customer_devices_24h"] = recent
-        if "device" in entries and keys["card"] is not None:
-            cards: dict[str, int] = entries["device"].setdefault("cards", {})
-            cards[keys["card"]] = max(ts, cards.get(keys["card"], 0))
-            _prune_times(cards, ts, DAY)
-            values["device_cards_24h"] = len(cards)
-        elif "device" in entries:
-            cards = entries["device"].get("cards", {})
-            values["device_cards_24h"] = sum(1 for t in cards.values() if ts - t < DAY)
+        if device is not None:
+            use = devices.get(device) or [dedup, cts]  # [first attempt, last use]
+            use[1] = max(cts, use[1])
+            devices[device] = use
+            if len(devices) == 1:  # this device alone, used just now: nothing to prune
+                values["customer_devices_24h"] = 1
+            else:
+                _prune_uses(devices, cts, 90 * DAY)
+                recent = sum(1 for u in devices.values() if cts - u[1] < DAY)
+                values["customer_devices_24h"] = recent
+        if "device" in entries:
+            entry = entries["device"]
+            dts = ts - entry.base * DAY
+            cards = entry.cards
+            card_key = keys["card"]
+            if card_key is not None:
+                card = digest(card_key)
+                cards[card] = max(dts, cards.get(card, -entry.base * DAY))  # absolute 0 if new
+                if len(cards) > 1:  # (this card alone, used just now: nothing to prune)
+                    _prune_times(cards, dts, DAY)
+                values["device_cards_24h"] = len(cards)
+            else:
+                values["device_cards_24h"] = sum(1 for t in cards.values() if dts - t < DAY)
 
         merchant = entries["merchant"]
-        frauds: dict[str, int] = merchant.get("frauds", {})
-        today = ts // DAY
-        for day in [d for d in frauds if today - int(d) >= 30]:
-            del frauds[day]
-        count = sum(n for d, n in frauds.items() if 0 <= today - int(d) < 30)
-        values["merchant_frauds_30d"] = count
-        attempts = values["merchant_count_30d"]
-        values["merchant_fraud_rate_30d"] = min(1.0, count / attempts) if attempts else 0.0
+        frauds = merchant.frauds
+        if frauds:
+            today = day - merchant.base
+            for old in [d for d in frauds if today - d >= 30]:
+                del frauds[old]
+            count = sum(n for d, n in frauds.items() if 0 <= today - d < 30)
+            values["merchant_frauds_30d"] = count
+            attempts = values["merchant_count_30d"]
+            values["merchant_fraud_rate_30d"] = min(1.0, count / attempts) if attempts else 0.0
 
         for entity, entry in entries.items():
-            key = keys[entity]
-            self.state[f"{entity}:{key}"] = entry
+            state[state_keys[entity]] = encode(entry)
         return values
 
     def bytes_per_key(self, prefix: str = "customer:") -> float:
-        """Mean JSON size of the state of the keys with this prefix (what one active key costs)."""
-        import orjson
-
-        sizes = [len(orjson.dumps(v)) for k, v in self.state.items() if k.startswith(prefix)]
+        """Mean stored bytes of the keys with this prefix (what one active key costs)."""
+        sizes = [len(v) for k, v in self.state.items() if k.startswith(prefix)]
         return sum(sizes) / len(sizes) if sizes else 0.0
 
 

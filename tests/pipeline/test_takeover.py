@@ -85,7 +85,7 @@ class Worker:
     def state(self) -> dict[str, Any]:
         assert self.payments.fraud is not None
         store: Any = getattr(self.payments.fraud, "store")  # noqa: B009
-        return {k: orjson.loads(encode_value(v)) for k, v in store.state.items()}
+        return {k: decode_value(encode_value(v)) for k, v in store.state.items()}  # compact-state
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.features import FEATURES, MODEL_FEATURES, FeatureStore, model_matrix
+from models.features import FEATURES, MODEL_FEATURES, FeatureStore, decode, model_matrix
 from models.inputs import FraudLabel, Transaction
 
 T0 = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # a Monday, 07:00 WIB
@@ -237,10 +237,13 @@ def test_state_stays_bounded_and_its_size_is_reported() -> None:
         store.apply(
             tx(i, T0 + timedelta(minutes=30 * i), device_id=f"d-{i % 3}", card_last4=f"{i % 7:04d}")
         )
-    buckets = store.state["customer:c-1"]["b"]
-    assert sum(len(level) for level in buckets.values()) <= 10 + 12 + 24 + 30
-    assert len(store.state["customer:c-1"]["seen"]) <= 49  # redelivery keys for 24 h only
-    assert 0 < store.bytes_per_key("customer:") < 8000
+    customer = decode(store.state["customer:c-1"])
+    assert sum(len(level) // 4 for level in customer.levels) <= 10 + 12 + 24 + 30
+    assert len(customer.seen) <= 49  # redelivery keys for 24 h only
+    assert len(customer.devices) == 3
+    assert len(decode(store.state["device:d-0"]).cards) <= 7
+    # Full buckets and 49 redelivery keys (a payment every 30 minutes): about 1.1 KB stored.
+    assert 0 < store.bytes_per_key("customer:") < 1200
 
 
 def test_model_matrix_has_one_column_per_model_feature() -> None:
