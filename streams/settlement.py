@@ -554,12 +554,15 @@ class SettlementStage(Stage):
         if status not in {s.value for s in FINAL_STATUSES}:
             return
         self.awaiting.pop(tx_id, None)
-        self.recent[tx_id] = {**entry, "missed": False, "final_at": _epoch(self.clock.latest)}
+        # When the gateway learned it (the callback's own time, not how far this stage has read:
+        # that depends on how the input was batched).
+        settled = _parse_iso(fact.get("received_at"))
+        final_at = _epoch(settled) if settled is not None else _epoch(self.clock.latest)
+        self.recent[tx_id] = {**entry, "missed": False, "final_at": final_at}
         if status != FactStatus.SETTLED.value:
             return
         # DESIGN §4: the delay runs to the settlement callback (when the gateway learns it); the
         # provider's own settlement time stays in the fact as settled_at.
-        settled = _parse_iso(fact.get("received_at"))
         if settled is None:
             return
         delay = max(0.0, _epoch(settled) - float(entry["created_at"]))
