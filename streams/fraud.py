@@ -27,6 +27,10 @@ from streams.topics import Topics
 
 REJECTED_ALERT = "rule_pack_rejected"
 DECISION_MEMORY = timedelta(hours=1)  # how long (event time) a redelivery gets the same decision
+# ...and at most this many attempts: a decision object is a few KB, and an hour of a busy
+# gateway is tens of millions of attempts. Redeliveries come within seconds (the commit interval
+# and a rebalance), so the newest 50,000 cover them.
+MAX_REMEMBERED_DECISIONS = 50_000
 
 
 class PackRefused(Exception):
@@ -176,7 +180,7 @@ class FraudScorer:
         recent = self.recent
         while recent:
             key = next(iter(recent))
-            if recent[key].decided_at >= horizon:
+            if recent[key].decided_at >= horizon and len(recent) <= MAX_REMEMBERED_DECISIONS:
                 break
             del recent[key]
 

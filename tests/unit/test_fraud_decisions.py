@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import pytest
 
 from models.features import FeatureStore
 from models.inputs import Transaction
@@ -187,6 +188,16 @@ def test_a_redelivered_attempt_gets_the_decision_it_already_had() -> None:
     s.score([tx(5000)])
     assert "trx-0" not in {d.transaction_id for d in s.recent.values()}
     assert len(s.recent) == 1
+
+
+def test_the_decision_memory_is_bounded_by_count_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    import streams.fraud
+
+    monkeypatch.setattr(streams.fraud, "MAX_REMEMBERED_DECISIONS", 10)
+    s = scorer()
+    s.score([tx(i) for i in range(25)])  # all within the hour
+    assert len(s.recent) == 10
+    assert {d.transaction_id for d in s.recent.values()} == {f"trx-{i}" for i in range(15, 25)}
 
 
 def test_unknown_channels_are_counted_as_other() -> None:
