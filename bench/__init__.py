@@ -126,7 +126,7 @@ def results_markdown(reports: list[Report], started: datetime | None = None) -> 
         f"- machine: {machine()}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
         "- written by `make bench` (`python -m bench`); each bench also runs alone",
-        "  (`python -m bench.live`, `bench.replay`, `bench.rules`, `bench.state`).",
+        "  (`python -m bench.live`, `bench.replay`, `bench.rules`, `bench.state`, `bench.store`).",
         "",
         "| bench | figure | measured | target | result |",
         "| --- | --- | --- | --- | --- |",

@@ -113,7 +113,7 @@ def run(
         f"FeatureStore.apply on RocksDB, {what}",
         rocks["apply_us"],
         "µs/event",
-        note=f"block cache {cache_mb} MiB per mapping, values as tagged orjson, no WAL",
+        note=f"block cache {cache_mb} MiB per mapping, values stored as tagged bytes, no WAL",
     )
     report.add("RocksDB / dicts apply time (same run)", rocks["apply_us"] / memory["apply_us"], "×")
     report.add(
