@@ -49,12 +49,16 @@ class PaymentsStage(Stage):
             if not isinstance(state, TrackedMap):
                 state = store.state = TrackedMap("", state)
             self.durable = PartitionedState(state, exclusive=CUSTOMER_KEY)
+        # partition → the highest offset a previous owner fully handled (after a takeover)
+        self.delivered: dict[int, int] = {}
 
     @property
     def consumes(self) -> tuple[str, ...]:
         return (self.topics.transactions,)
 
     def process(self, records: Sequence[Record]) -> list[Out]:
+        if self.delivered:
+            records = self._not_delivered(records)
         out: list[Out] = []
         valid: list[Transaction] = []
         rejected: list[Record] = []
@@ -106,6 +110,19 @@ class PaymentsStage(Stage):
             out.extend(observer.observe(valid))
         return out
 
+    def _not_delivered(self, records: Sequence[Record]) -> list[Record]:
+        """The records a previous owner of their partition has not fully handled."""
+        delivered = self.delivered
+        kept = []
+        for r in records:
+            partition, offset = r.partition, r.offset
+            if partition is not None and offset is not None and partition in delivered:
+                if offset <= delivered[partition]:
+                    continue
+                del delivered[partition]  # past it: this partition is this worker's own now
+            kept.append(r)
+        return kept
+
     def tick(self) -> list[Out]:
         out: list[Out] = []
         for observer in self.observers:
@@ -114,10 +131,14 @@ class PaymentsStage(Stage):
 
     # -- durable state (live; replay keeps everything in one process) -------------------------
 
-    def restored(self, partition: int, careful_until: int) -> None:
-        """A worker took over `partition` and restored its state: records up to offset
-        `careful_until` may have been processed by the previous owner (optional observer hook
-        `restored`: health counts those one by one so a repeat is recognised)."""
+    def restored(self, partition: int, careful_until: int, delivered_upto: int = -1) -> None:
+        """A worker took over `partition` and restored its state. Records up to offset
+        `delivered_upto` were processed by the previous owner, their outputs delivered and their
+        state in what was restored: they are skipped. Records up to `careful_until` may have been
+        processed by it (optional observer hook `restored`: health counts those one by one so a
+        repeat is recognised)."""
+        if delivered_upto >= 0:
+            self.delivered[partition] = delivered_upto
         for observer in self.observers:
             hook = getattr(observer, "restored", None)
             if hook is not None:

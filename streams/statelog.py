@@ -62,13 +62,18 @@ class PartitionReader:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
+        to_end = stop is None
         if stop is None:
+            # Tansu reports the last record batch's base offset + 1: reading up to it fetches
+            # that whole batch, so nothing past it is cut off here.
             stop = (await consumer.end_offsets([tp]))[tp]
         if await consumer.position(tp) >= stop:
             return
         while True:
             got = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
-            messages = [m for m in got.get(tp, []) if m.offset < stop]
+            messages = got.get(tp, [])
+            if not to_end:
+                messages = [m for m in messages if m.offset < stop]
             if messages:
                 yield messages
             if await consumer.position(tp) >= stop:
@@ -213,6 +218,7 @@ class PaymentsStateLog:
     def assigned(self, partitions: set[int]) -> None:
         """The group's new assignment: forget the partitions another worker now owns."""
         for partition in sorted(self.held - partitions):
+            self.stage.delivered.pop(partition, None)
             dropped = self.durable.drop(partition)
             log.info("state of partition %d handed over (%d keys dropped)", partition, dropped)
         self.held &= partitions
@@ -242,7 +248,7 @@ class PaymentsStateLog:
                     items.append((m.key.decode("utf-8"), value, int(m.timestamp)))
         held = self.durable.restore(partition, items)
         careful = max(marker, first - 1) + self.batch_size
-        self.stage.restored(partition, careful)
+        self.stage.restored(partition, careful, delivered_upto=marker)
         self.held.add(partition)
         seconds = time.perf_counter() - started
         metrics.child(metrics.STATE_RESTORE_SECONDS, self.stage.name).observe(seconds)
@@ -258,18 +264,10 @@ class PaymentsStateLog:
         )
 
     async def after(self, records: Sequence[Record]) -> None:
-        """Write the batch's state changes, then one marker per partition of the batch."""
+        """Write the batch's state changes and, last, a marker, per partition of the batch, in
+        one record batch per partition when they fit (Kafka appends a record batch whole, so a
+        partition's marker is there exactly when its state is)."""
         changes = self.durable.changes()
-        await self.writer.write(
-            self.topic,
-            {
-                partition: [
-                    (key.encode("utf-8"), encode_value(value) if value is not None else None)
-                    for key, value in keys.items()
-                ]
-                for partition, keys in changes.items()
-            },
-        )
         highest: dict[int, int] = {}
         for r in records:
             if (
@@ -278,10 +276,15 @@ class PaymentsStateLog:
                 and r.offset > highest.get(r.partition, -1)
             ):
                 highest[r.partition] = r.offset
-        await self.writer.write(
-            self.topic,
-            {p: [(MARKER, orjson.dumps({"offset": o}))] for p, o in sorted(highest.items())},
-        )
+        messages: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for partition, keys in changes.items():
+            messages[partition] = [
+                (key.encode("utf-8"), encode_value(value) if value is not None else None)
+                for key, value in keys.items()
+            ]
+        for partition, offset in sorted(highest.items()):
+            messages.setdefault(partition, []).append((MARKER, orjson.dumps({"offset": offset})))
+        await self.writer.write(self.topic, messages)
 
 
 class HealthRestorer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -248,7 +249,8 @@ def test_workers_killed_mid_stream_lose_nothing(
     stateful = conflicting_duplicates(topics, sent)
     print(
         f"crash run: {len(ledger.entries)} inputs, {len(sent)} messages read, "
-        f"{redelivered} re-sent identities, {len(stateful)} re-sent with other stateful fields"
+        f"{redelivered} re-sent identities, {len(stateful)} re-sent with other stateful fields "
+        f"({', '.join(f'{t}: {n}' for t, n in Counter(d.identity[0] for d in stateful).items())})"
     )
 
     # The state equals a recomputation by replay. Fraud: every customer's feature state, as the

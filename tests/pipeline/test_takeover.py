@@ -120,8 +120,17 @@ class Logs:
         ]
         assert worker.payments.durable is not None
         worker.payments.durable.restore(partition, items)
-        careful = max(self.markers.get(partition, -1), first - 1) + batch_size
-        worker.payments.restored(partition, careful)
+        marker = self.markers.get(partition, -1)
+        careful = max(marker, first - 1) + batch_size
+        worker.payments.restored(partition, careful, delivered_upto=marker)
+
+
+def decisions(outs: Sequence[Out]) -> dict[tuple[Any, ...], Any]:
+    return {
+        (o.value["transaction_id"], o.value["decided_at"]): o.value
+        for o in outs
+        if o.topic == TOPICS.decisions
+    }
 
 
 def channel_counts(deltas: Sequence[Record]) -> dict[tuple[str, str, int], list[int]]:
@@ -157,8 +166,10 @@ def test_a_successor_restores_the_state_and_counts_every_attempt_once(
     a = Worker()
     a_batches = batches(parts, dict.fromkeys(parts, 0), 200)
     crash = len(a_batches) // 2
+    a_decisions: dict[tuple[Any, ...], Any] = {}
     for i, batch in enumerate(a_batches[: crash + 1]):
         outs, changes = a.process(batch)
+        a_decisions.update(decisions(outs))
         if i < crash:
             logs.send(outs)
             logs.write_state(changes, batch)
@@ -177,14 +188,20 @@ def test_a_successor_restores_the_state_and_counts_every_attempt_once(
     for p in parts:
         logs.restore(b, p, committed[p], batch_size=200)
     redelivered = 0
+    resent = 0
     for batch in batches(parts, committed, 120):
         redelivered += sum(
             1 for r in batch if r.offset is not None and r.offset < logs.markers[r.partition]
         )
         outs, changes = b.process(batch)
+        resent += sum(1 for ident in decisions(outs) if ident in a_decisions)
         logs.send(outs)
         logs.write_state(changes, batch)
     assert redelivered > 100  # B did see A's records again (otherwise nothing was tested)
+    # What A delivered with its state is not decided again; only its last batch is (its
+    # device, card, IP and merchant features can differ: they depend on the order in which the
+    # partitions' records met, which no consumer fixes).
+    assert 0 < resent <= 200
 
     assert b.state == want_state
     got_counts = channel_counts(logs.deltas)
