@@ -20,9 +20,9 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# The changelog key of a batch marker: {"offset": the highest source offset of the batch}. A
-# marker is sent once the batch's outputs and state are in Kafka, so it is the last message of
-# its partition; Tansu's ListOffsets (the last batch's base offset + 1) then is the true end.
+# The changelog key of a batch marker: {"offset": the highest source offset of the batch}. It
+# closes each partition's state changes of a batch, in the same record batch, written once the
+# batch's outputs are in Kafka: a marker is there exactly when its state is.
 MARKER = b"\x00pantau-marker"
 RETRY_MAX_S = 5.0
 
