@@ -70,7 +70,9 @@ class PartitionReader:
         if await consumer.position(tp) >= stop:
             return
         while True:
-            got = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
+            # To the end: everything fetched, so a record batch is never taken in part (a fetch
+            # holds whole batches) and the position stops on a batch boundary past the end.
+            got = await consumer.getmany(tp, timeout_ms=500, max_records=None if to_end else 5000)
             messages = got.get(tp, [])
             if not to_end:
                 messages = [m for m in messages if m.offset < stop]
