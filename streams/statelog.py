@@ -121,34 +121,27 @@ class PartitionWriter:
     ) -> None:
         """Write every partition's messages (in order); returns once all are in Kafka."""
         pending = {p: m for p, m in messages.items() if m}
-        delay = 0.1
-        while pending:
-            try:
-                producer = await self._start()
-                futures = {p: await self._send(producer, topic, p, m) for p, m in pending.items()}
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                futures = {p: [_raise(exc)] for p in pending}
-            failed: dict[int, list[tuple[bytes, bytes | None]]] = {}
-            first: BaseException | None = None
-            for partition, waits in futures.items():
-                results = await asyncio.gather(*waits, return_exceptions=True)
-                errors = [r for r in results if isinstance(r, BaseException)]
-                if errors:
-                    failed[partition] = pending[partition]
-                    first = first or errors[0]
-            if not failed:
-                return
-            log.warning(
-                "state of %d partitions not written (%s); retrying in %.1f s",
-                len(failed),
-                type(first).__name__,
-                delay,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
-            pending = failed
+        if pending:
+            what = f"writing the state of {len(pending)} partitions"
+            await _retrying(what, self._write_pending, topic, pending)
+
+    async def _write_pending(
+        self, topic: str, pending: dict[int, list[tuple[bytes, bytes | None]]]
+    ) -> None:
+        """One try: send every pending partition, forget those that landed, raise if any did not
+        (the next try writes only those again)."""
+        producer = await self._start()
+        waits = {p: await self._send(producer, topic, p, m) for p, m in pending.items()}
+        first: BaseException | None = None
+        for partition, futures in waits.items():
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                first = first or errors[0]
+            else:
+                del pending[partition]
+        if first is not None:
+            raise first
 
     async def _send(
         self, producer: Any, topic: str, partition: int, messages: list[tuple[bytes, bytes | None]]
@@ -156,14 +149,14 @@ class PartitionWriter:
         waits: list[Any] = []
         batch = producer.create_batch()
         for key, value in messages:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                if batch.record_count() == 0:
-                    log.error("a state value of %d bytes is too large to write", len(value or b""))
-                    continue
+            if batch.append(key=key, value=value, timestamp=None) is not None:
+                continue
+            if batch.record_count():  # full: send it and start the next with this message
                 waits.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    log.error("a state value of %d bytes is too large to write", len(value or b""))
+                if batch.append(key=key, value=value, timestamp=None) is not None:
+                    continue
+            log.error("a state value of %d bytes is too large to write", len(value or b""))
         if batch.record_count():
             waits.append(await producer.send_batch(batch, topic, partition=partition))
         return waits
@@ -174,11 +167,7 @@ class PartitionWriter:
             self._producer = None
 
 
-async def _raise(exc: BaseException) -> None:
-    raise exc
-
-
-async def _retrying(what: str, attempt: Callable[[int, int], Awaitable[None]], *args: int) -> None:
+async def _retrying(what: str, attempt: Callable[..., Awaitable[None]], *args: Any) -> None:
     delay = 0.2
     while True:
         try:
@@ -189,6 +178,15 @@ async def _retrying(what: str, attempt: Callable[[int, int], Awaitable[None]], *
             log.warning("%s failed (%s); retrying in %.1f s", what, type(exc).__name__, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
+
+
+def taken_over(records: Sequence[Record], held: set[int]) -> list[tuple[int, int]]:
+    """(partition, first offset in the batch) of each partition of the batch not held yet."""
+    firsts: dict[int, int] = {}
+    for r in records:
+        if r.partition is not None and r.partition not in held and r.offset is not None:
+            firsts.setdefault(r.partition, r.offset)
+    return sorted(firsts.items())
 
 
 class PaymentsStateLog:
@@ -227,11 +225,7 @@ class PaymentsStateLog:
 
     async def before(self, records: Sequence[Record]) -> None:
         """Restore every partition of the batch this worker does not hold yet."""
-        firsts: dict[int, int] = {}
-        for r in records:
-            if r.partition is not None and r.partition not in self.held and r.offset is not None:
-                firsts.setdefault(r.partition, r.offset)
-        for partition, first in sorted(firsts.items()):
+        for partition, first in taken_over(records, self.held):
             what = f"restoring the state of partition {partition}"
             await _retrying(what, self._restore, partition, first)
 
@@ -308,11 +302,7 @@ class HealthRestorer:
         self.held &= partitions
 
     async def before(self, records: Sequence[Record]) -> None:
-        firsts: dict[int, int] = {}
-        for r in records:
-            if r.partition is not None and r.partition not in self.held and r.offset is not None:
-                firsts.setdefault(r.partition, r.offset)
-        for partition, first in sorted(firsts.items()):
+        for partition, first in taken_over(records, self.held):
             what = f"rebuilding the health of deltas partition {partition}"
             await _retrying(what, self._rebuild, partition, first)
 
