@@ -211,9 +211,7 @@ class HealthObserver:
         counted by the previous owner (optional hook, called by the payments stage)."""
         self._careful[partition] = careful_until
 
-    def _single(self, partition: int | None, offset: int | None) -> bool:
-        if partition is None or offset is None:
-            return False
+    def _single(self, partition: int, offset: int) -> bool:
         until = self._careful.get(partition)
         return until is not None and offset <= until
 
@@ -240,7 +238,7 @@ class HealthObserver:
                 continue
             partition, offset = origins[i] if origins else (None, None)
             key = (tx.channel, tx.method.value, bucket)
-            if partition is not None and offset is not None:
+            if self._careful and partition is not None and offset is not None:  # a takeover
                 if offset > highest.get(partition, -1):
                     highest[partition] = offset
                 if self._single(partition, offset):
@@ -306,11 +304,12 @@ class HealthObserver:
             if self._seen_before(ident):
                 continue
             if r.partition is not None and r.offset is not None:
-                if r.offset > highest.get(r.partition, -1):
-                    highest[r.partition] = r.offset
-                if self._single(r.partition, r.offset):
-                    singles.append((r.partition, r.offset, ("", RECORDS_KEY, bucket), None))
-                    continue
+                if self._careful:  # a takeover
+                    if r.offset > highest.get(r.partition, -1):
+                        highest[r.partition] = r.offset
+                    if self._single(r.partition, r.offset):
+                        singles.append((r.partition, r.offset, ("", RECORDS_KEY, bucket), None))
+                        continue
                 if r.offset > src.get(r.partition, -1):
                     src[r.partition] = r.offset
             count += 1
