@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,31 +18,9 @@ from hypothesis import strategies as st
 from models.features import _U32_1, DAY, FeatureStore, _tx_digest, decode, encode
 from models.inputs import FraudLabel, Status, Transaction
 from tests.unit import features_reference as reference
+from tests.unit.test_features import T0, tx
 
-T0 = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)
 ROOT = Path(__file__).parents[2]
-
-
-def tx(i: int, at: datetime, **fields: Any) -> Transaction:
-    base: dict[str, Any] = {
-        "transaction_id": f"trx-{i}",
-        "merchant_id": "m-toko",
-        "customer_id": "c-1",
-        "amount": "100000.00",
-        "currency": "IDR",
-        "method": "card",
-        "channel": "VISA",
-        "status": "success",
-        "created_at": at.isoformat(),
-        "card_bin": "411111",
-        "card_last4": "0001",
-        "card_country": "ID",
-        "device_id": "d-1",
-        "ip": "203.0.113.7",
-        "ip_country": "ID",
-    }
-    base.update(fields)
-    return Transaction.model_validate(base)
 
 
 def restored(store: FeatureStore) -> FeatureStore:
