@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -273,12 +274,13 @@ def _add_agent(app: faust.App, settings: Settings, runner: StageRunner, runtime:
                 for e in events
             ]
             durable = runtime.durables.get(runner.stage.name)
+            timestamps = [e.message.timestamp for e in events]
             try:
-                if durable is not None:
+                if durable is None:
+                    await runner.handle(records, timestamps)
+                else:
                     await durable.before(records)
-                await runner.handle(records, [e.message.timestamp for e in events])
-                if durable is not None:
-                    await durable.after(records)
+                    await runner.handle(records, timestamps, partial(durable.logged, records))
             except Exception as exc:
                 # Not the stage (StageRunner isolates those): dead-letter the batch, never drop it.
                 log_failure(f"worker failed on a batch of {runner.stage.name}", exc)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -168,6 +168,12 @@ class FraudScorer:
                 metrics.rule_errors(compiled.rule.id, compiled.expression.errors)
                 compiled.expression.errors = 0
         return decisions
+
+    def remember(self, decided: Iterable[tuple[str, FraudDecision]]) -> None:
+        """Decisions another worker made and may have sent, by attempt key (after a takeover):
+        their attempts, redelivered here, get them again instead of a new decision."""
+        for key, decision in decided:
+            self.recent[key] = decision
 
     def _forget(self, transactions: Sequence[Transaction]) -> None:
         """Drop remembered decisions older than DECISION_MEMORY of event time (bounded memory)."""

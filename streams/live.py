@@ -178,13 +178,21 @@ class StageRunner:
             log_failure(f"stage {self.stage.name} failed in tick", exc)
             return []
 
-    async def handle(self, records: Sequence[Record], timestamps: Sequence[float] = ()) -> None:
-        """Process one micro-batch (records of the stage's topics, in order), send the outputs."""
+    async def handle(
+        self,
+        records: Sequence[Record],
+        timestamps: Sequence[float] = (),
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Process one micro-batch (records of the stage's topics, in order), send the outputs
+        (once `before_send` has returned, when given: the stage's state is logged there)."""
         if not records:
             return
         started = time.perf_counter()
         outs = self._run(records)
         outs.extend(self._tick())
+        if before_send is not None:
+            await before_send()
         await self.sender.send_all(outs)
         self._batch_seconds.observe(time.perf_counter() - started)
         self._batch_size.observe(len(records))

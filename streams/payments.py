@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from models.common import SCHEMA_VERSION
-from models.features import entity_keys
+from models.features import attempt_key, entity_keys
 from models.inputs import Transaction
 from models.outputs import Action, FraudDecision, VatTag
 from streams.codec import Decoder
@@ -51,6 +51,11 @@ class PaymentsStage(Stage):
             self.durable = PartitionedState(state, exclusive=CUSTOMER_KEY)
         # partition → the highest offset a previous owner fully handled (after a takeover)
         self.delivered: dict[int, int] = {}
+        # partition → (attempt key, decision value) of the decisions made since `journal` was
+        # last called, kept once `journaling` is set: live, they are logged with the state
+        # before any output is sent (streams/statelog.py).
+        self.journaling = False
+        self._decided: dict[int, list[tuple[str, dict[str, Any]]]] = {}
 
     @property
     def consumes(self) -> tuple[str, ...]:
@@ -101,10 +106,15 @@ class PaymentsStage(Stage):
         decisions = self.fraud.score(valid) if self.fraud is not None else [None] * len(valid)
         enriched_topic = self.topics.enriched
         decisions_topic = self.topics.decisions
-        for tx, decision in zip(valid, decisions, strict=True):
+        decided = self._decided if self.journaling else None
+        for i, (tx, decision) in enumerate(zip(valid, decisions, strict=True)):
             vat = self.vat.tag(tx) if self.vat is not None else None
             if decision is not None:
-                out.append(Out.of(decisions_topic, tx.transaction_id, decision))
+                value = decision.model_dump(mode="json")
+                out.append(Out(decisions_topic, tx.transaction_id, value))
+                partition = origins[i][0]
+                if decided is not None and partition is not None:
+                    decided.setdefault(partition, []).append((attempt_key(tx), value))
             out.append(Out(enriched_topic, tx.transaction_id, enriched_value(tx, vat, decision)))
         for observer in self.observers:
             out.extend(observer.observe(valid))
@@ -131,14 +141,30 @@ class PaymentsStage(Stage):
 
     # -- durable state (live; replay keeps everything in one process) -------------------------
 
-    def restored(self, partition: int, careful_until: int, delivered_upto: int = -1) -> None:
+    def journal(self) -> dict[int, list[tuple[str, dict[str, Any]]]]:
+        """partition → (attempt key, decision value) of every decision made since the last call
+        (live: logged with the state before the outputs are sent, see streams/statelog.py)."""
+        decided, self._decided = self._decided, {}
+        return decided
+
+    def restored(
+        self,
+        partition: int,
+        careful_until: int,
+        delivered_upto: int = -1,
+        decided: Sequence[tuple[str, dict[str, Any]]] = (),
+    ) -> None:
         """A worker took over `partition` and restored its state. Records up to offset
         `delivered_upto` were processed by the previous owner, their outputs delivered and their
         state in what was restored: they are skipped. Records up to `careful_until` may have been
         processed by it (optional observer hook `restored`: health counts those one by one so a
-        repeat is recognised)."""
+        repeat is recognised). `decided`: the decisions it logged for its last batch (attempt
+        key, decision value), which it may have sent: those attempts get them again."""
         if delivered_upto >= 0:
             self.delivered[partition] = delivered_upto
+        remember = getattr(self.fraud, "remember", None)
+        if decided and remember is not None:
+            remember((key, FraudDecision.model_validate(value)) for key, value in decided)
         for observer in self.observers:
             hook = getattr(observer, "restored", None)
             if hook is not None:

@@ -20,9 +20,11 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# The changelog key of a batch marker: {"offset": the highest source offset of the batch}. It
-# closes each partition's state changes of a batch, in the same record batch, written once the
-# batch's outputs are in Kafka: a marker is there exactly when its state is.
+# The changelog key of a batch marker, per source partition: {"offset": the batch's highest
+# source offset, "first": its lowest, "decided": [[attempt key, decision value], ...]}. It closes
+# the partition's state changes of the batch, in the same record batch, and is written before any
+# of the batch's outputs is sent: a marker is there exactly when its state is, and an output that
+# reached Kafka always has its batch's marker before it.
 MARKER = b"\x00pantau-marker"
 RETRY_MAX_S = 5.0
 
@@ -190,13 +192,17 @@ def taken_over(records: Sequence[Record], held: set[int]) -> list[tuple[int, int
 
 
 class PaymentsStateLog:
-    """The payments stage's customer state on `pantau.payments-state`, one changelog partition per
-    partition of payments.transactions.
+    """The payments stage's feature state on `pantau.payments-state`, one changelog partition per
+    partition of payments.transactions (a write-ahead log of the stage).
 
-    After each batch (its outputs delivered): the changed customer keys, then a marker per
-    partition. Before a batch with a partition this worker did not hold: that partition's
-    changelog is read to its end and loaded, and the health observer is told which records the
-    previous owner may have counted already (up to the latest marker plus one batch)."""
+    After each batch is processed and before any of its outputs is sent: the changed keys, then a
+    marker per partition with the batch's offsets and the fraud decisions it made. Before a batch
+    with a partition this worker did not hold: that partition's changelog is read to its end and
+    loaded. The previous owner sent outputs only for what its markers cover, and all of them but
+    the last batch's for sure; so the records before that batch are skipped, that batch is
+    processed again with its logged decisions (re-sent outputs are identical; the feature state
+    already holds it), and the health observer counts it one record at a time (a repeat is
+    recognised)."""
 
     def __init__(
         self,
@@ -210,10 +216,10 @@ class PaymentsStateLog:
         self.stage = stage
         self.durable = stage.durable
         self.topic = settings.topics.payments_state
-        self.batch_size = settings.batch_size
         self.writer = writer
         self.reader = reader
         self.held: set[int] = set()
+        stage.journaling = True
 
     def assigned(self, partitions: set[int]) -> None:
         """The group's new assignment: forget the partitions another worker now owns."""
@@ -232,54 +238,70 @@ class PaymentsStateLog:
     async def _restore(self, partition: int, first: int) -> None:
         started = time.perf_counter()
         items: list[tuple[str, Any, int]] = []
-        marker = -1
+        last: bytes | None = None
         read = 0
         async for messages in self.reader.read(self.topic, partition):
             for m in messages:
                 read += 1
                 if m.key == MARKER:
-                    marker = max(marker, int(orjson.loads(m.value)["offset"]))
+                    last = m.value
                 elif m.key is not None:
                     value = decode_value(m.value) if m.value else None
                     items.append((m.key.decode("utf-8"), value, int(m.timestamp)))
         held = self.durable.restore(partition, items)
-        careful = max(marker, first - 1) + self.batch_size
-        self.stage.restored(partition, careful, delivered_upto=marker)
+        marker: dict[str, Any] = (
+            orjson.loads(last) if last else {"offset": -1, "first": 0, "decided": []}
+        )
+        # Outputs exist only for records up to the marker; before its batch, all of them do.
+        self.stage.restored(
+            partition,
+            careful_until=int(marker["offset"]),
+            delivered_upto=int(marker["first"]) - 1,
+            decided=[(key, value) for key, value in marker["decided"]],
+        )
         self.held.add(partition)
         seconds = time.perf_counter() - started
         metrics.child(metrics.STATE_RESTORE_SECONDS, self.stage.name).observe(seconds)
         log.info(
             "restored partition %d: %d keys from %d changelog messages in %.2f s "
-            "(marker %d, resuming at %d)",
+            "(last batch %d-%d with %d decisions, resuming at %d)",
             partition,
             held,
             read,
             seconds,
-            marker,
+            marker["first"],
+            marker["offset"],
+            len(marker["decided"]),
             first,
         )
 
-    async def after(self, records: Sequence[Record]) -> None:
-        """Write the batch's state changes and, last, a marker, per partition of the batch, in
-        one record batch per partition when they fit (Kafka appends a record batch whole, so a
-        partition's marker is there exactly when its state is)."""
+    async def logged(self, records: Sequence[Record]) -> None:
+        """Before the batch's outputs are sent: write its state changes and, last, a marker, per
+        partition of the batch, in one record batch per partition when they fit (Kafka appends a
+        record batch whole, so a partition's marker is there exactly when its state is)."""
         changes = self.durable.changes()
-        highest: dict[int, int] = {}
+        decided = self.stage.journal()
+        span: dict[int, list[int]] = {}  # partition → [first, highest] offset in the batch
         for r in records:
-            if (
-                r.partition is not None
-                and r.offset is not None
-                and r.offset > highest.get(r.partition, -1)
-            ):
-                highest[r.partition] = r.offset
+            partition, offset = r.partition, r.offset
+            if partition is None or offset is None:
+                continue
+            seen = span.get(partition)
+            if seen is None:
+                span[partition] = [offset, offset]
+            elif offset > seen[1]:
+                seen[1] = offset
+            elif offset < seen[0]:
+                seen[0] = offset
         messages: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for partition, keys in changes.items():
             messages[partition] = [
                 (key.encode("utf-8"), encode_value(value) if value is not None else None)
                 for key, value in keys.items()
             ]
-        for partition, offset in sorted(highest.items()):
-            messages.setdefault(partition, []).append((MARKER, orjson.dumps({"offset": offset})))
+        for partition, (first, offset) in sorted(span.items()):
+            marker = {"offset": offset, "first": first, "decided": decided.get(partition, [])}
+            messages.setdefault(partition, []).append((MARKER, orjson.dumps(marker)))
         await self.writer.write(self.topic, messages)
 
 
@@ -326,5 +348,5 @@ class HealthRestorer:
             seconds,
         )
 
-    async def after(self, records: Sequence[Record]) -> None:
+    async def logged(self, records: Sequence[Record]) -> None:
         return None

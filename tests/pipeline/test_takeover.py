@@ -1,8 +1,9 @@
 """A worker dies and another takes its partitions over: the customer state restored from the
 changelog plus the redelivered records, and the channel counts merged from both workers' deltas,
 equal one clean run, whether the dead worker's last batch reached Kafka whole, in part or not at
-all. No broker: the changelog and the deltas topic are lists here (the live edge is
-streams/statelog.py; tests/integration/test_crash.py runs the same on the embedded broker)."""
+all, and every decision it sent is sent again identical. No broker: the changelog and the topics
+are lists here (the live edge is streams/statelog.py; tests/integration/test_crash.py runs the
+same on the embedded broker)."""
 
 from __future__ import annotations
 
@@ -75,11 +76,13 @@ class Worker:
 
     def __post_init__(self) -> None:
         self.payments = next(s for s in build_stages(SETTINGS) if isinstance(s, PaymentsStage))
+        self.payments.journaling = True  # as streams/statelog.py sets it live
 
-    def process(self, batch: Sequence[Record]) -> tuple[list[Out], dict[int, dict[str, Any]]]:
+    def process(self, batch: Sequence[Record]) -> tuple[list[Out], Journal]:
+        """The batch's outputs, and what the worker logs before sending them."""
         outs = self.payments.process(batch)
         assert self.payments.durable is not None
-        return outs, self.payments.durable.changes()
+        return outs, Journal(batch, self.payments.durable.changes(), self.payments.journal())
 
     @property
     def state(self) -> dict[str, Any]:
@@ -89,40 +92,66 @@ class Worker:
 
 
 @dataclass
+class Journal:
+    """What a worker writes to the changelog after processing a batch, before sending it."""
+
+    batch: Sequence[Record]
+    changes: dict[int, dict[str, Any]]
+    decided: dict[int, list[tuple[str, dict[str, Any]]]]
+
+
+@dataclass
 class Logs:
-    """The deltas topic (one partition) and the changelog (per partition) as lists."""
+    """The deltas and decisions topics and the changelog (per partition) as lists; markers as
+    streams/statelog.py writes them (the last batch's offsets and logged decisions)."""
 
     deltas: list[Record] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
     changelog: dict[int, list[tuple[str, bytes | None, int]]] = field(default_factory=dict)
-    markers: dict[int, int] = field(default_factory=dict)
+    markers: dict[int, dict[str, Any]] = field(default_factory=dict)
     clock: int = 0
 
     def send(self, outs: Sequence[Out], keep: Any = None) -> None:
         for out in outs:
-            if out.topic == TOPICS.health_deltas and (keep is None or keep(out)):
+            if keep is not None and not keep(out):
+                continue
+            if out.topic == TOPICS.health_deltas:
                 value = orjson.dumps(out.value)
                 self.deltas.append(Record(out.topic, value, None, 0, len(self.deltas)))
+            elif out.topic == TOPICS.decisions:
+                self.decisions.append(orjson.loads(orjson.dumps(out.value)))
 
-    def write_state(self, changes: dict[int, dict[str, Any]], batch: Sequence[Record]) -> None:
+    def write_state(self, journal: Journal) -> None:
         self.clock += 1
-        for p, keys in changes.items():
+        for p, keys in journal.changes.items():
             log = self.changelog.setdefault(p, [])
             for key, value in keys.items():
                 log.append((key, encode_value(value) if value is not None else None, self.clock))
-        for r in batch:
+        spans: dict[int, list[int]] = {}
+        for r in journal.batch:
             assert r.partition is not None and r.offset is not None
-            self.markers[r.partition] = max(self.markers.get(r.partition, -1), r.offset)
+            span = spans.setdefault(r.partition, [r.offset, r.offset])
+            span[0], span[1] = min(span[0], r.offset), max(span[1], r.offset)
+        for p, (first, last) in spans.items():
+            decided = orjson.loads(orjson.dumps(journal.decided.get(p, [])))
+            self.markers[p] = {"offset": last, "first": first, "decided": decided}
 
-    def restore(self, worker: Worker, partition: int, first: int, batch_size: int) -> None:
+    def restore(self, worker: Worker, partition: int, decided: bool = True) -> None:
+        """What PaymentsStateLog does on a takeover (`decided=False`: as if the previous owner's
+        decisions were not logged)."""
         items = [
             (key, decode_value(value) if value is not None else None, at)
             for key, value, at in self.changelog.get(partition, [])
         ]
         assert worker.payments.durable is not None
         worker.payments.durable.restore(partition, items)
-        marker = self.markers.get(partition, -1)
-        careful = max(marker, first - 1) + batch_size
-        worker.payments.restored(partition, careful, delivered_upto=marker)
+        marker = self.markers.get(partition, {"offset": -1, "first": 0, "decided": []})
+        worker.payments.restored(
+            partition,
+            careful_until=marker["offset"],
+            delivered_upto=marker["first"] - 1,
+            decided=[tuple(d) for d in marker["decided"]] if decided else (),
+        )
 
 
 def decisions(outs: Sequence[Out]) -> dict[tuple[Any, ...], Any]:
@@ -152,28 +181,25 @@ def clean(parts: dict[int, list[Record]]) -> tuple[dict[str, Any], Any]:
     return worker.state, channel_counts(logs.deltas)
 
 
-@pytest.mark.parametrize("last_batch", ["whole", "half", "none"])
+@pytest.mark.parametrize("last_batch", ["whole", "half", "logged", "none"])
 def test_a_successor_restores_the_state_and_counts_every_attempt_once(
     parts: dict[int, list[Record]], clean: tuple[dict[str, Any], Any], last_batch: str
 ) -> None:
-    """Worker A processes batches, sending their deltas then their state changes; it dies after
-    sending the deltas of its last batch (all of them, half, or none) but not its state, and the
-    group's committed offsets are three batches behind. Worker B restores every partition from
-    the changelog, is told what A may have counted, and gets the records again from the
+    """Worker A processes batches, logging each one's state and decisions before sending its
+    outputs. It dies in its last batch: after logging it and sending all of its outputs, half of
+    them or none, or before logging it; the group's committed offsets are three batches behind.
+    Worker B restores every partition from the changelog and gets the records again from the
     committed offsets in differently sized batches."""
     want_state, want_counts = clean
     logs = Logs()
     a = Worker()
     a_batches = batches(parts, dict.fromkeys(parts, 0), 200)
     crash = len(a_batches) // 2
-    a_decisions: dict[tuple[Any, ...], Any] = {}
     for i, batch in enumerate(a_batches[: crash + 1]):
-        outs, changes = a.process(batch)
-        a_decisions.update(decisions(outs))
-        if i < crash:
-            logs.send(outs)
-            logs.write_state(changes, batch)
-        elif last_batch == "whole":
+        outs, journal = a.process(batch)
+        if i < crash or last_batch != "none":
+            logs.write_state(journal)
+        if i < crash or last_batch == "whole":
             logs.send(outs)
         elif last_batch == "half":
             logs.send(outs, keep=lambda out: zlib.crc32(orjson.dumps(out.value)) % 2 == 0)
@@ -183,29 +209,76 @@ def test_a_successor_restores_the_state_and_counts_every_attempt_once(
             assert r.partition is not None and r.offset is not None
             committed[r.partition] = r.offset + 1
     assert sum(committed.values()) > 0
+    logged_upto = {p: marker["offset"] for p, marker in logs.markers.items()}
 
     b = Worker()
     for p in parts:
-        logs.restore(b, p, committed[p], batch_size=200)
+        logs.restore(b, p)
     redelivered = 0
-    resent = 0
     for batch in batches(parts, committed, 120):
         redelivered += sum(
-            1 for r in batch if r.offset is not None and r.offset < logs.markers[r.partition]
+            1 for r in batch if r.offset is not None and r.offset <= logged_upto[r.partition]
         )
-        outs, changes = b.process(batch)
-        resent += sum(1 for ident in decisions(outs) if ident in a_decisions)
+        outs, journal = b.process(batch)
+        logs.write_state(journal)
         logs.send(outs)
-        logs.write_state(changes, batch)
     assert redelivered > 100  # B did see A's records again (otherwise nothing was tested)
-    # What A delivered with its state is not decided again; only its last batch is (its
-    # device, card, IP and merchant features can differ: they depend on the order in which the
-    # partitions' records met, which no consumer fixes).
-    assert 0 < resent <= 200
 
+    # Every decision sent twice is the same twice; only A's last logged batch is sent again.
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    resent = 0
+    for d in logs.decisions:
+        ident = (d["transaction_id"], d["decided_at"])
+        if ident in first:
+            resent += 1
+            assert d == first[ident], ident
+        first.setdefault(ident, d)
+    if last_batch == "logged":  # logged but not sent: B sends it, for the first time
+        assert resent == 0
+    else:
+        assert 0 < resent <= 200
     assert b.state == want_state
     got_counts = channel_counts(logs.deltas)
     assert got_counts == want_counts
+
+
+@pytest.mark.parametrize("logged", [True, False])
+def test_a_successor_re_sends_the_logged_decisions(
+    parts: dict[int, list[Record]], logged: bool
+) -> None:
+    """Device, card, IP and merchant features depend on every partition a worker holds, so a
+    successor holding other partitions would decide a redelivered attempt differently; it
+    re-sends the decision the previous owner logged instead (without the log: some differ)."""
+    logs = Logs()
+    a = Worker()
+    a_batches = batches(parts, dict.fromkeys(parts, 0), 200)
+    crash = len(a_batches) // 2
+    for batch in a_batches[: crash + 1]:
+        outs, journal = a.process(batch)
+        logs.write_state(journal)
+        logs.send(outs)
+    a_sent = {(d["transaction_id"], d["decided_at"]): d for d in logs.decisions}
+
+    b = Worker()
+    for batch in a_batches[:crash]:  # B has seen the same devices, IPs and merchants elsewhere
+        b.process([Record(r.topic, r.value, r.key, 99, r.offset) for r in batch])
+    for p in parts:
+        logs.restore(b, p, decided=logged)
+    resume = {p: marker["first"] for p, marker in logs.markers.items()}
+    same = differ = 0
+    for batch in batches(parts, resume, 120):
+        outs, _ = b.process(batch)
+        for o in outs:
+            if o.topic == TOPICS.decisions:
+                value = orjson.loads(orjson.dumps(o.value))
+                sent = a_sent.get((value["transaction_id"], value["decided_at"]))
+                if sent is not None:
+                    same += sent == value
+                    differ += sent != value
+    if logged:
+        assert same > 50 and differ == 0
+    else:
+        assert differ > 0
 
 
 def test_without_the_offsets_a_successor_would_count_twice(
@@ -219,9 +292,9 @@ def test_without_the_offsets_a_successor_would_count_twice(
     a_batches = batches(parts, dict.fromkeys(parts, 0), 200)
     crash = len(a_batches) // 2
     for batch in a_batches[:crash]:
-        outs, changes = a.process(batch)
+        outs, journal = a.process(batch)
+        logs.write_state(journal)
         logs.send(outs)
-        logs.write_state(changes, batch)
     committed = {p: 0 for p in parts}
     for batch in a_batches[: crash - 3]:
         for r in batch:
