@@ -89,8 +89,8 @@ def serve_pantau() -> None:
     runner = runtime.runners["payments"]
     handle = runner.handle
 
-    async def counted(records: Sequence[Any], timestamps: Sequence[float] = ()) -> None:
-        await handle(records, timestamps)
+    async def counted(records: Sequence[Any], *args: Any) -> None:
+        await handle(records, *args)
         _report(runner.processed)
 
     runner.handle = counted  # type: ignore[method-assign,unused-ignore]
