@@ -1033,6 +1033,55 @@ class HealthStage(Stage):
         }
 
 
+class DeltaGroup:
+    """Feeds a shard its partition's deltas one observer batch at a time (consecutive deltas with
+    the same `source` and `progress`), judging after each, and holds the latest batch back until
+    a delta of another one arrives. What a shard sends then depends on its partition's deltas
+    alone, not on how a consumer happened to fetch them: a shard rebuilt by another worker from
+    the same deltas re-sends exactly what the previous owner sent. (A delta comes only with
+    traffic, and without traffic the watermark does not move either: holding the latest batch
+    back delays no judgement; the views show it one batch late.)"""
+
+    __slots__ = ("key", "records", "upto")
+
+    def __init__(self) -> None:
+        self.key: tuple[Any, Any] | None = None
+        self.records: list[Record] = []
+        self.upto = -1  # the highest offset taken (a redelivered delta is skipped)
+
+    def feed(self, shard: HealthStage, records: Sequence[Record]) -> list[Out]:
+        out: list[Out] = []
+        for record in records:
+            if record.offset is not None:
+                if record.offset <= self.upto:
+                    continue
+                self.upto = record.offset
+            key = _batch_of(record.value)
+            if self.records and key != self.key:
+                out.extend(self.flush(shard))
+            self.key = key
+            self.records.append(record)
+        return out
+
+    def flush(self, shard: HealthStage) -> list[Out]:
+        """Judge the deltas held back (end of a replay)."""
+        if not self.records:
+            return []
+        records, self.records = self.records, []
+        return shard.process(records)
+
+
+def _batch_of(value: bytes) -> tuple[Any, Any]:
+    """The observer batch a delta belongs to: its (source, progress)."""
+    try:
+        delta = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return (None, None)
+    if not isinstance(delta, dict):
+        return (None, None)
+    return (delta.get("source"), delta.get("progress"))
+
+
 class HealthShards(Stage):
     """The health stage live: one HealthStage per partition of pantau.health-deltas.
 
@@ -1047,6 +1096,7 @@ class HealthShards(Stage):
     def __init__(self, make: Callable[[], HealthStage]) -> None:
         self.make = make
         self.shards: dict[int | None, HealthStage] = {}
+        self.groups: dict[int | None, DeltaGroup] = {}  # per shard: the deltas held back
         self.signals: dict[str, dict[str, Any]] = {}  # the latest gateway.failover per channel
         first = make()
         self.topics = first.topics
@@ -1056,16 +1106,19 @@ class HealthShards(Stage):
     def consumes(self) -> tuple[str, ...]:
         return (self.topics.health_deltas,)
 
-    def fresh(self) -> HealthStage:
-        """A new shard that knows every failover signal seen so far."""
+    def fresh(self, resume: bool = True) -> HealthStage:
+        """A new shard that knows every failover signal seen so far (`resume=False`: none, for a
+        shard about to be rebuilt from its partition's whole history)."""
         shard = self.make()
-        for signal in self.signals.values():
-            shard.resume(signal)
+        if resume:
+            for signal in self.signals.values():
+                shard.resume(signal)
         return shard
 
-    def install(self, partition: int | None, shard: HealthStage) -> None:
-        """Make a (rebuilt) shard the one of a partition."""
+    def install(self, partition: int | None, shard: HealthStage, group: DeltaGroup) -> None:
+        """Make a (rebuilt) shard the one of a partition, with the deltas it holds back."""
         self.shards[partition] = shard
+        self.groups[partition] = group
 
     def shard(self, partition: int | None) -> HealthStage:
         """The shard of a partition, a fresh one if absent."""
@@ -1076,6 +1129,7 @@ class HealthShards(Stage):
 
     def drop(self, partition: int | None) -> bool:
         """Forget a partition another worker now owns; False if it had no shard."""
+        self.groups.pop(partition, None)
         return self.shards.pop(partition, None) is not None
 
     def process(self, records: Sequence[Record]) -> list[Out]:
@@ -1084,7 +1138,11 @@ class HealthShards(Stage):
             by_partition.setdefault(record.partition, []).append(record)
         out: list[Out] = []
         for partition, part in by_partition.items():
-            out.extend(self.shard(partition).process(part))
+            shard = self.shard(partition)
+            group = self.groups.get(partition)
+            if group is None:
+                group = self.groups[partition] = DeltaGroup()
+            out.extend(group.feed(shard, part))
         return out
 
     def tick(self) -> list[Out]:
@@ -1095,7 +1153,10 @@ class HealthShards(Stage):
 
     def close(self) -> list[Out]:
         out: list[Out] = []
-        for shard in list(self.shards.values()):
+        for partition, shard in list(self.shards.items()):
+            group = self.groups.get(partition)
+            if group is not None:
+                out.extend(group.flush(shard))
             out.extend(shard.close())
         return out
 

@@ -13,7 +13,7 @@ import orjson
 from streams import metrics
 from streams.core import Record
 from streams.durable import decode_value, encode_value
-from streams.health import HealthShards
+from streams.health import DeltaGroup, HealthShards, HealthStage
 from streams.live import client_options
 from streams.payments import PaymentsStage
 from streams.settings import Settings
@@ -330,14 +330,23 @@ class HealthRestorer:
 
     async def _rebuild(self, partition: int, first: int) -> None:
         started = time.perf_counter()
-        shard = self.shards.fresh()
+        shard: HealthStage | None = None
+        group = DeltaGroup()
         read = 0
         async for messages in self.reader.read(self.topic, partition, stop=first):
+            if shard is None:
+                # From the partition's very first delta, the deltas alone make the shard what the
+                # previous owner had; where retention cut the start, the failover signals seen
+                # on gateway.failover fill in the channels' states.
+                shard = self.shards.fresh(resume=messages[0].offset > 0)
             read += len(messages)
-            shard.process(
-                [Record(self.topic, m.value or b"", m.key, partition, m.offset) for m in messages]
+            group.feed(
+                shard,
+                [Record(self.topic, m.value or b"", m.key, partition, m.offset) for m in messages],
             )
-        self.shards.install(partition, shard)
+        if shard is None:
+            shard = self.shards.fresh(resume=first > 0)
+        self.shards.install(partition, shard, group)
         self.held.add(partition)
         seconds = time.perf_counter() - started
         metrics.child(metrics.STATE_RESTORE_SECONDS, self.shards.name).observe(seconds)

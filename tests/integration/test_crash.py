@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -248,6 +249,13 @@ def test_workers_killed_mid_stream_lose_nothing(
     assert redelivered > 0
     times = Counter(identity(topics, m) for m in sent)
     resent = Counter(ident[0] for ident, n in times.items() for _ in range(n - 1))
+    # The takeovers did restore logged decisions (the path that keeps re-sent ones identical).
+    logged = [
+        int(n)
+        for w in workers.started
+        for n in re.findall(r"restored partition \d+: .* with (\d+) decisions", w.log())
+    ]
+    assert logged and max(logged) > 0, logged
     print(
         f"crash run: {len(ledger.entries)} inputs, {len(sent)} messages read, {redelivered} "
         f"re-sent, all identical to the first ({', '.join(f'{t}: {n}' for t, n in resent.items())})"

@@ -9,24 +9,27 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import pytest
 
 from streams.core import Out, Record
-from streams.health import HealthObserver, HealthShards, HealthStage
+from streams.health import DeltaGroup, HealthObserver, HealthShards, HealthStage
+from streams.ledger import Sent, identity
 from tests.unit.test_health_windows import TOPICS, _at, _signal, of, traffic, tx
 
 PARTITIONS = 4
 
 
-def deltas(minutes: int = 20) -> list[Record]:
+def deltas(minutes: int = 20, chunk: int = 150) -> list[Record]:
     """Two workers' deltas over traffic with a BCA outage, as the deltas topic holds them:
-    partitioned by channel (the records counts by their own key), with offsets."""
+    partitioned by channel (the records counts by their own key), with offsets; the workers
+    observe `chunk` transactions at a time (150: 25 s of event time)."""
     txs = traffic(minutes, outage=(5, 12))
     observers = [HealthObserver(TOPICS, source=f"w{i}") for i in range(2)]
     outs: list[Out] = []
-    for start in range(0, len(txs), 150):
-        chunk = txs[start : start + 150]
+    for start in range(0, len(txs), chunk):
+        part = txs[start : start + chunk]
         for i, observer in enumerate(observers):
-            share = [t for t in chunk if zlib.crc32(t.customer_id.encode()) % 2 == i]
+            share = [t for t in part if zlib.crc32(t.customer_id.encode()) % 2 == i]
             outs.extend(observer.observe(share))
     offsets = [0] * PARTITIONS
     records = []
@@ -49,13 +52,14 @@ def snapshots(outs: Sequence[Out]) -> list[Any]:
 def test_shards_judge_every_channel_as_one_stage_does() -> None:
     records = deltas()
     one = HealthStage(TOPICS)
+    one_group = DeltaGroup()  # one stage judging by observer batch too, as a shard does
     many = shards()
     want: list[Out] = []
     got: list[Out] = []
     for start in range(0, len(records), 40):
         batch = records[start : start + 40]
-        want.extend(one.process([Record(r.topic, r.value, r.key, 0, start + i)
-                                 for i, r in enumerate(batch)]))  # fmt: skip
+        renumbered = [Record(r.topic, r.value, r.key, 0, start + i) for i, r in enumerate(batch)]
+        want.extend(one_group.feed(one, renumbered))
         got.extend(many.process(batch))
     assert len(many.shards) > 1
     assert snapshots(got) == snapshots(want)
@@ -76,12 +80,50 @@ def test_a_shard_rebuilt_from_its_partition_carries_on_as_the_original() -> None
     original.process(records[:cut])
     want = original.process(records[cut:])
     rebuilt_owner = shards()
-    fresh = rebuilt_owner.fresh()
-    fresh.process(records[:cut])
-    rebuilt_owner.install(p, fresh)
+    fresh = rebuilt_owner.fresh(resume=False)
+    group = DeltaGroup()
+    group.feed(fresh, records[:cut])
+    rebuilt_owner.install(p, fresh, group)
     got = rebuilt_owner.process(records[cut:])
     assert [o.value for o in got] == [o.value for o in want]
     assert any(o.topic == TOPICS.failover for o in got)  # the outage's signals are in the rest
+
+
+@pytest.mark.parametrize("sizes", [(7, 13), (40, 3), (1, 500)])
+def test_what_a_rebuilt_shard_sends_again_does_not_depend_on_batching(
+    sizes: tuple[int, int],
+) -> None:
+    """The previous owner fetched its partition's deltas in batches of one size and sent what it
+    judged; the group resumes the partition at an offset inside one of those batches; the new
+    owner rebuilds up to there and fetches the rest in batches of another size. Every snapshot,
+    signal and alert both sent is the same (a consumer's batches end anywhere, even inside one
+    observer batch's deltas). The workers catch up on a backlog: an observer batch spans more
+    event time than the allowed lateness, so a consumer batch ending inside one would be judged
+    with some of its deltas and not others."""
+    every = deltas(chunk=900)
+    records = [r for r in every if r.partition == every[0].partition]
+    before, after = sizes
+    original = shards()
+    sent: list[Out] = []
+    for start in range(0, len(records), before):
+        sent.extend(original.process(records[start : start + before]))
+    cut = len(records) // 2 + before // 2  # inside one of the original's batches
+    successor = shards()
+    shard = successor.fresh(resume=False)
+    group = DeltaGroup()
+    group.feed(shard, records[:cut])
+    successor.install(records[0].partition, shard, group)
+    again: list[Out] = []
+    for start in range(cut, len(records), after):
+        again.extend(successor.process(records[start : start + after]))
+    first = {_ident(o): o.value for o in sent}
+    both = [o for o in again if _ident(o) in first]
+    assert len(both) > 20
+    assert [o.value for o in both] == [first[_ident(o)] for o in both]
+
+
+def _ident(out: Out) -> tuple[Any, ...]:
+    return identity(TOPICS, Sent(out.topic, out.key, out.value))
 
 
 def test_signals_reach_every_shard_now_and_later() -> None:
