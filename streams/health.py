@@ -33,6 +33,7 @@ a non-failure add all their provider failures and the walk goes on to the previo
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import math
 import os
@@ -96,31 +97,30 @@ def latency_bin(latency_ms: float) -> int:
     return bisect.bisect_right(EDGES_MS, latency_ms)
 
 
-_EDGES = np.asarray(EDGES_MS)
-
-
 def quantiles(hist: Sequence[int] | np.ndarray, qs: Sequence[float]) -> list[float | None]:
-    """Latency quantiles (ms) from histogram counts: geometric interpolation inside the bin."""
-    counts = np.asarray(hist, dtype=np.int64)
-    cum = np.cumsum(counts)
-    total = int(cum[-1]) if len(cum) else 0
+    """Latency quantiles (ms) from histogram counts: geometric interpolation inside the bin.
+
+    Plain Python over the ~100 bins: numpy's per-call costs were most of it."""
+    counts = hist.tolist() if isinstance(hist, np.ndarray) else [int(c) for c in hist]
+    cum = list(itertools.accumulate(counts))
+    total = cum[-1] if cum else 0
     if total == 0:
         return [None] * len(qs)
     out: list[float | None] = []
+    last = len(counts) - 1
     for q in qs:
         rank = q * total
-        i = int(np.searchsorted(cum, rank, side="left"))
-        i = min(i, len(counts) - 1)
+        i = min(bisect.bisect_left(cum, rank), last)
         while counts[i] == 0:  # rank 0 falls before the first non-empty bin
             i += 1
-        seen = int(cum[i]) - int(counts[i])
-        frac = (rank - seen) / int(counts[i])
+        seen = cum[i] - counts[i]
+        frac = (rank - seen) / counts[i]
         if i == 0:
-            out.append(float(_EDGES[0] * frac))
-        elif i >= len(_EDGES):
-            out.append(float(_EDGES[-1]))
+            out.append(EDGES_MS[0] * frac)
+        elif i >= len(EDGES_MS):
+            out.append(EDGES_MS[-1])
         else:
-            lo, hi = float(_EDGES[i - 1]), float(_EDGES[i])
+            lo, hi = EDGES_MS[i - 1], EDGES_MS[i]
             out.append(lo * (hi / lo) ** frac)
     return out
 
@@ -440,13 +440,18 @@ class HealthObserver:
 
 
 class _Ring:
-    """An hour of 10 s buckets: counts and latency bins per bucket, summed over any range."""
+    """An hour of 10 s buckets: counts and latency bins per bucket, summed over any range.
 
-    __slots__ = ("rows", "starts")
+    `held` is the sum of every row, kept as rows change, so a window as long as the ring (the
+    1 h one) is that sum less the few rows outside it, not a sum of all 360 rows; a shorter
+    window sums only the slots its buckets map to."""
+
+    __slots__ = ("held", "rows", "starts")
 
     def __init__(self) -> None:
         self.rows = np.zeros((RING, NCOUNTS + NBINS), dtype=np.int32)  # 157 kB a channel
         self.starts = np.full(RING, -1, dtype=np.int64)
+        self.held = np.zeros(NCOUNTS + NBINS, dtype=np.int64)
 
     def slot(self, bucket: int) -> int | None:
         i = (bucket // BUCKET_MS) % RING
@@ -455,6 +460,8 @@ class _Ring:
             return i
         if start > bucket:
             return None  # older than an hour behind what this slot holds now: dropped
+        if start >= 0:
+            self.held -= self.rows[i]
         self.rows[i] = 0
         self.starts[i] = bucket
         return i
@@ -464,14 +471,39 @@ class _Ring:
         if i is None:
             return False
         row = self.rows[i]
+        held = self.held
         n = min(len(counts), NCOUNTS)
-        row[:n] += np.asarray(counts[:n], dtype=np.int32)
+        if n:
+            added = np.asarray(counts[:n], dtype=np.int32)
+            row[:n] += added
+            held[:n] += added
         for b, n in latency:
             row[NCOUNTS + int(b)] += int(n)
+            held[NCOUNTS + int(b)] += int(n)
         return True
 
     def total(self, lo: int, hi: int) -> np.ndarray:
-        mask = (self.starts >= lo) & (self.starts < hi)
+        """Every count of the buckets that start in [lo, hi), summed."""
+        first = lo - lo % BUCKET_MS  # the slot of a bucket starting in [lo, hi) is among
+        span = -(-(hi - first) // BUCKET_MS)  # those of first, first + 10 s, … before hi
+        if span <= 0:
+            return np.zeros(NCOUNTS + NBINS, dtype=np.int64)
+        if span < RING:
+            i = (first // BUCKET_MS) % RING
+            if i + span <= RING:
+                starts, rows = self.starts[i : i + span], self.rows[i : i + span]
+            else:
+                idx = np.arange(i, i + span) % RING
+                starts, rows = self.starts[idx], self.rows[idx]
+            mask = (starts >= lo) & (starts < hi)
+            return np.asarray(rows[mask].sum(axis=0, dtype=np.int64))
+        starts = self.starts
+        outside = ((starts < lo) & (starts >= 0)) | (starts >= hi)
+        if not outside.any():
+            return self.held.copy()
+        if np.count_nonzero(outside) <= RING // 4:
+            return self.held - self.rows[outside].sum(axis=0, dtype=np.int64)
+        mask = (starts >= lo) & (starts < hi)
         return np.asarray(self.rows[mask].sum(axis=0, dtype=np.int64))
 
     def provider_errors(self, bucket: int) -> int:
