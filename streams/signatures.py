@@ -127,8 +127,9 @@ def doku_signature(
 # ---- Bank Indonesia SNAP ----------------------------------------------------------------------
 
 
-# A JSON string (escapes kept; an unterminated one runs to the end) or a run of whitespace.
-_STRING_OR_SPACE = re.compile(r'("(?:[^"\\]|\\.)*"?)|[ \t\r\n]+', re.DOTALL)
+# What minify keeps: a JSON string (escapes kept; an unterminated one runs to the end), or a
+# run of anything but whitespace and quotes; the whitespace between them is what it drops.
+_KEPT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[^" \t\r\n]+', re.DOTALL)
 
 
 def snap_minify(body: str | bytes) -> str:
@@ -137,7 +138,7 @@ def snap_minify(body: str | bytes) -> str:
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
     if " " not in text and "\t" not in text and "\r" not in text and "\n" not in text:
         return text  # already minified (as providers send it)
-    return _STRING_OR_SPACE.sub(r"\1", text)
+    return "".join(_KEPT.findall(text))
 
 
 def snap_body_hash(body: str | bytes) -> str:
