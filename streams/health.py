@@ -40,17 +40,16 @@ import os
 import socket
 from collections import deque
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import orjson
 
-from models.common import Method, iso_utc
+from models.common import SCHEMA_VERSION, Method, iso_utc
 from models.inputs import Transaction
 from models.outputs import (
-    ChannelHealth,
     ChannelState,
     FailoverSignal,
     Severity,
@@ -534,6 +533,91 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+class _Window:
+    """One window's figures, held as channel.health carries them: WindowStats's JSON, built
+    without validating a model per window (tests compare it with the contract's own dump)."""
+
+    __slots__ = ("json",)
+
+    def __init__(self, json: dict[str, Any]) -> None:
+        self.json = json
+
+    @property
+    def attempts(self) -> int:
+        return int(self.json["attempts"])
+
+    @property
+    def provider_errors(self) -> int:
+        return int(self.json["provider_errors"])
+
+    @property
+    def provider_error_rate(self) -> float:
+        return float(self.json["provider_error_rate"])
+
+    @property
+    def decline_rate(self) -> float:
+        return float(self.json["decline_rate"])
+
+    @property
+    def latency_p50_ms(self) -> float | None:
+        return self.json["latency_p50_ms"]
+
+    @property
+    def latency_p95_ms(self) -> float | None:
+        return self.json["latency_p95_ms"]
+
+    @property
+    def latency_p99_ms(self) -> float | None:
+        return self.json["latency_p99_ms"]
+
+
+def _window(row: np.ndarray) -> _Window:
+    """window_stats(row), as the JSON channel.health carries."""
+    attempts, successes, _, provider, declined, merchant, unknown = row[:NCOUNTS].tolist()
+    p50, p95, p99 = quantiles(row[NCOUNTS:], (0.50, 0.95, 0.99))
+    return _Window(
+        {
+            "attempts": attempts,
+            "successes": successes,
+            "provider_errors": provider,
+            "declines": declined,
+            "merchant_errors": merchant,
+            "unknown_errors": unknown,
+            "provider_error_rate": round(provider / attempts, 6) if attempts else 0.0,
+            "decline_rate": round(declined / attempts, 6) if attempts else 0.0,
+            "latency_p50_ms": _round(p50),
+            "latency_p95_ms": _round(p95),
+            "latency_p99_ms": _round(p99),
+        }
+    )
+
+
+# MachineState's fields, to store it as a dict without dataclasses.asdict's deep copies (every
+# field is a number, a string or None).
+_MACHINE_FIELDS = tuple(f.name for f in fields(MachineState))
+
+
+def _machine_dict(st: MachineState) -> dict[str, Any]:
+    """st.to_dict(), without the deep copy."""
+    return {name: getattr(st, name) for name in _MACHINE_FIELDS}
+
+
+def _snapshot(
+    ev: _Eval, state: str, since: float, at: str, windows: dict[str, Any]
+) -> dict[str, Any]:
+    """The ChannelHealth JSON of one evaluation (tests compare it with the contract's dump)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "channel": ev.channel,
+        "method": ev.method,
+        "state": ChannelState(state).value,
+        "since": iso_utc(_dt(since * 1000)),
+        "consecutive_provider_failures": ev.obs.consecutive_failures,
+        "windows": windows,
+        "at": at,
+    }
+
+
 @dataclass
 class _Channel:
     """One channel: a ring of buckets per method (most channels have one), runs of failures."""
@@ -569,9 +653,39 @@ class _Channel:
 class _Eval:
     channel: str
     method: str | None
-    windows: dict[str, WindowStats]
+    windows: dict[str, _Window]
     obs: Observation
     samples_5m: int = 0
+
+
+class _ChannelGauges:
+    """One known channel's gauges, bound once (the health stage sets about 25 per evaluation)."""
+
+    __slots__ = ("channel", "consecutive", "states", "windows")
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.consecutive = metrics.child(metrics.CONSECUTIVE_FAILURES, channel)
+        self.states = tuple(
+            (s.value, metrics.child(metrics.CHANNEL_STATE, channel, s.value)) for s in ChannelState
+        )
+        self.windows: dict[str, tuple[Any, ...]] = {}
+
+    def window(self, name: str) -> tuple[Any, ...]:
+        """Error ratio, decline ratio, attempts and p50/p95/p99 latency of one window."""
+        found = self.windows.get(name)
+        if found is None:
+            c = self.channel
+            found = self.windows[name] = (
+                metrics.child(metrics.PROVIDER_ERROR_RATIO, c, name),
+                metrics.child(metrics.DECLINE_RATIO, c, name),
+                metrics.child(metrics.WINDOW_ATTEMPTS, c, name),
+                *(
+                    metrics.child(metrics.LATENCY_QUANTILE, c, name, q)
+                    for q in ("0.5", "0.95", "0.99")
+                ),
+            )
+        return found
 
 
 class HealthStage(Stage):
@@ -608,6 +722,7 @@ class HealthStage(Stage):
         self._counted_pruned = 0
         # channel → the state, method and time of its latest gateway.failover signal
         self.known: dict[str, dict[str, Any]] = {}
+        self._gauges: dict[str, _ChannelGauges] = {}  # known channels (bounded by max_channels)
 
     @property
     def consumes(self) -> tuple[str, ...]:
@@ -778,11 +893,11 @@ class HealthStage(Stage):
     def _measure(self, channel: str, ch: _Channel, boundary: int, st: MachineState) -> _Eval:
         th = self.rules.for_channel(channel)
         rows = {name: ch.total(boundary - length, boundary) for name, length in WINDOWS.items()}
-        windows = {name: window_stats(row) for name, row in rows.items()}
+        windows = {name: _window(row) for name, row in rows.items()}
         if len(ch.methods) > 1:  # per method too, as "<method>/<window>"
             for m, ring in sorted(ch.methods.items()):
                 for name, length in WINDOWS.items():
-                    windows[f"{m}/{name}"] = window_stats(ring.total(boundary - length, boundary))
+                    windows[f"{m}/{name}"] = _window(ring.total(boundary - length, boundary))
         rate_window = int(th.error_rate_window_s * 1000)
         lo = max(boundary - rate_window, int(st.evidence_from * 1000))
         rate_row = rows["5m"] if lo == boundary - WINDOWS["5m"] else ch.total(lo, boundary)
@@ -825,23 +940,17 @@ class HealthStage(Stage):
             evals.append((self._measure(channel, ch, boundary, st), st))
             self._prune(ch, boundary)
         by_channel = {e.channel: e for e, _ in evals}
+        at_text = iso_utc(at)
         for ev, st in evals:
             th = self.rules.for_channel(ev.channel)
             new, tr = step(st, ev.obs, th)
-            self.machines[ev.channel] = new.to_dict()
+            self.machines[ev.channel] = _machine_dict(new)
             if tr is not None:
                 out.append(self._signal(ev, tr, by_channel))
             out.extend(self._channel_alerts(ev, new, at))
-            snapshot = ChannelHealth(
-                channel=ev.channel,
-                method=ev.method,
-                state=ChannelState(new.state),
-                since=_dt(new.since * 1000),
-                consecutive_provider_failures=ev.obs.consecutive_failures,
-                windows=ev.windows,
-                at=at,
-            )
-            health = Out.of(self.topics.health, ev.channel, snapshot)
+            windows = {name: w.json for name, w in ev.windows.items()}
+            snapshot = _snapshot(ev, new.state, new.since, at_text, windows)
+            health = Out(self.topics.health, ev.channel, snapshot)
             out.append(health)
             self.snapshots[ev.channel] = health.value
             self._export(ev, new)
@@ -1005,24 +1114,27 @@ class HealthStage(Stage):
 
     def _export(self, ev: _Eval, st: MachineState) -> None:
         c = ev.channel
-        if self.rules.metric_channel(c) != c:
-            return  # an unknown channel: no gauges of its own (see rules/health.yaml)
+        gauges = self._gauges.get(c)
+        if gauges is None:
+            if self.rules.metric_channel(c) != c:
+                return  # an unknown channel: no gauges of its own (see rules/health.yaml)
+            gauges = self._gauges[c] = _ChannelGauges(c)
         for name, w in ev.windows.items():
-            metrics.child(metrics.PROVIDER_ERROR_RATIO, c, name).set(w.provider_error_rate)
-            metrics.child(metrics.DECLINE_RATIO, c, name).set(w.decline_rate)
-            metrics.child(metrics.WINDOW_ATTEMPTS, c, name).set(w.attempts)
-            for q, v in (
-                ("0.5", w.latency_p50_ms),
-                ("0.95", w.latency_p95_ms),
-                ("0.99", w.latency_p99_ms),
+            error, decline, attempts, p50, p95, p99 = gauges.window(name)
+            values = w.json
+            error.set(values["provider_error_rate"])
+            decline.set(values["decline_rate"])
+            attempts.set(values["attempts"])
+            for gauge, v in (
+                (p50, values["latency_p50_ms"]),
+                (p95, values["latency_p95_ms"]),
+                (p99, values["latency_p99_ms"]),
             ):
                 if v is not None:
-                    metrics.child(metrics.LATENCY_QUANTILE, c, name, q).set(v / 1000)
-        metrics.child(metrics.CONSECUTIVE_FAILURES, c).set(ev.obs.consecutive_failures)
-        for state in ChannelState:
-            metrics.child(metrics.CHANNEL_STATE, c, state.value).set(
-                1 if state.value == st.state else 0
-            )
+                    gauge.set(v / 1000)
+        gauges.consecutive.set(ev.obs.consecutive_failures)
+        for value, gauge in gauges.states:
+            gauge.set(1 if value == st.state else 0)
 
     def channel_view(self, channel: str) -> dict[str, Any] | None:
         """The latest snapshot, state and signal of one channel (this worker's), or None."""
