@@ -537,10 +537,11 @@ class _Window:
     """One window's figures, held as channel.health carries them: WindowStats's JSON, built
     without validating a model per window (tests compare it with the contract's own dump)."""
 
-    __slots__ = ("json",)
+    __slots__ = ("json", "samples")
 
-    def __init__(self, json: dict[str, Any]) -> None:
+    def __init__(self, json: dict[str, Any], samples: int = 0) -> None:
         self.json = json
+        self.samples = samples  # latency samples (the histogram's total)
 
     @property
     def attempts(self) -> int:
@@ -574,7 +575,8 @@ class _Window:
 def _window(row: np.ndarray) -> _Window:
     """window_stats(row), as the JSON channel.health carries."""
     attempts, successes, _, provider, declined, merchant, unknown = row[:NCOUNTS].tolist()
-    p50, p95, p99 = quantiles(row[NCOUNTS:], (0.50, 0.95, 0.99))
+    bins = row[NCOUNTS:].tolist()
+    p50, p95, p99 = quantiles(bins, (0.50, 0.95, 0.99))
     return _Window(
         {
             "attempts": attempts,
@@ -588,7 +590,8 @@ def _window(row: np.ndarray) -> _Window:
             "latency_p50_ms": _round(p50),
             "latency_p95_ms": _round(p95),
             "latency_p99_ms": _round(p99),
-        }
+        },
+        sum(bins),
     )
 
 
@@ -900,23 +903,23 @@ class HealthStage(Stage):
                     windows[f"{m}/{name}"] = _window(ring.total(boundary - length, boundary))
         rate_window = int(th.error_rate_window_s * 1000)
         lo = max(boundary - rate_window, int(st.evidence_from * 1000))
-        rate_row = rows["5m"] if lo == boundary - WINDOWS["5m"] else ch.total(lo, boundary)
-        one = rows["1m"]
+        # The rate window is the 5 min one unless a channel's rules or a restore say otherwise.
+        rate = windows["5m"] if lo == boundary - WINDOWS["5m"] else _window(ch.total(lo, boundary))
+        one = windows["1m"]
         method = max(ch.method_attempts, key=ch.method_attempts.__getitem__, default=None)
-        judged = quantiles(rate_row[NCOUNTS:], (0.95,))[0]
         obs = Observation(
             at=boundary / 1000,
-            attempts=int(rate_row[ATTEMPTS]),
-            provider_errors=int(rate_row[PROVIDER]),
+            attempts=rate.attempts,
+            provider_errors=rate.provider_errors,
             consecutive_failures=self._consecutive(ch, boundary),
-            attempts_1m=int(one[ATTEMPTS]),
-            provider_errors_1m=int(one[PROVIDER]),
-            latency_p95_1m_ms=windows["1m"].latency_p95_ms,
-            latency_samples_1m=int(one[NCOUNTS:].sum()),
-            latency_p95_ms=_round(judged),
-            latency_samples=int(rate_row[NCOUNTS:].sum()),
+            attempts_1m=one.attempts,
+            provider_errors_1m=one.provider_errors,
+            latency_p95_1m_ms=one.latency_p95_ms,
+            latency_samples_1m=one.samples,
+            latency_p95_ms=rate.latency_p95_ms,
+            latency_samples=rate.samples,
         )
-        return _Eval(channel, method, windows, obs, int(rows["5m"][NCOUNTS:].sum()))
+        return _Eval(channel, method, windows, obs, windows["5m"].samples)
 
     def _machine(self, channel: str, boundary: int) -> MachineState:
         data = self.machines.get(channel)
