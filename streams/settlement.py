@@ -32,6 +32,7 @@ CREDENTIAL_HEADERS = frozenset({"x-callback-token", "authorization", "cookie", "
 EVALUATE_EVERY_S = 10.0  # how often (event time) the settlement windows are re-judged
 RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 SETTLEMENT_RULES = RULES_DIR / "settlement.yaml"
+FINAL_VALUES = frozenset(s.value for s in FINAL_STATUSES)
 
 
 # ---- rules -------------------------------------------------------------------------------------
@@ -140,6 +141,8 @@ def load_settlement_rules(path: Path | None = None) -> SettlementRules:
 
 
 # ---- helpers -----------------------------------------------------------------------------------
+
+_UNKNOWN: Any = object()
 
 
 def _epoch(at: datetime) -> float:
@@ -484,6 +487,7 @@ class SettlementStage(Stage):
         )
         self.delay_window = delay_rule.window_s
         self._sorted_delays = SortedDelays()
+        self._deadline_for: dict[str, Any] = {}  # method → rules.deadline_for(method)
         self.clock = EventClock(lateness=lateness)
         self._next_evaluation = float("-inf")
         self._deadlines: list[tuple[float, str]] = [
@@ -524,7 +528,11 @@ class SettlementStage(Stage):
         if prior is not None and not prior.get("failed"):
             return  # already final (or missed): a redelivery changes nothing
         method = str(value.get("method"))
-        allowed = self.rules.deadline_for(method)
+        allowed = self._deadline_for.get(method, _UNKNOWN)
+        if allowed is _UNKNOWN:
+            allowed = self._deadline_for[method] = self.rules.deadline_for(method)
+            if len(self._deadline_for) > 64:  # methods are few; anything else is not kept
+                self._deadline_for.clear()
         if allowed is None:
             return  # this method gets no settlement callback
         deadline = _epoch(created + allowed)
@@ -601,7 +609,7 @@ class SettlementStage(Stage):
         self, tx_id: str, entry: dict[str, Any], fact: dict[str, Any], touched: set[str]
     ) -> None:
         status = fact.get("status")
-        if status not in {s.value for s in FINAL_STATUSES}:
+        if status not in FINAL_VALUES:
             return
         self.awaiting.pop(tx_id, None)
         # When the gateway learned it (the callback's own time, not how far this stage has read:
