@@ -101,6 +101,11 @@ def quantiles(hist: Sequence[int] | np.ndarray, qs: Sequence[float]) -> list[flo
 
     Plain Python over the ~100 bins: numpy's per-call costs were most of it."""
     counts = hist.tolist() if isinstance(hist, np.ndarray) else [int(c) for c in hist]
+    return _quantiles(counts, qs)
+
+
+def _quantiles(counts: list[int], qs: Sequence[float]) -> list[float | None]:
+    """quantiles() of a list of Python ints."""
     cum = list(itertools.accumulate(counts))
     total = cum[-1] if cum else 0
     if total == 0:
@@ -576,7 +581,7 @@ def _window(row: np.ndarray) -> _Window:
     """window_stats(row), as the JSON channel.health carries."""
     attempts, successes, _, provider, declined, merchant, unknown = row[:NCOUNTS].tolist()
     bins = row[NCOUNTS:].tolist()
-    p50, p95, p99 = quantiles(bins, (0.50, 0.95, 0.99))
+    p50, p95, p99 = _quantiles(bins, (0.50, 0.95, 0.99))
     return _Window(
         {
             "attempts": attempts,
