@@ -19,6 +19,7 @@ from streams import metrics
 from streams.health import (
     NBINS,
     NCOUNTS,
+    RING,
     HealthObserver,
     HealthStage,
     _dt,
@@ -178,3 +179,22 @@ def test_gauges_follow_every_snapshot_window() -> None:
                     assert p95 == w["latency_p95_ms"] / 1000
     assert checked > 200
     assert {"healthy", "failed_over"} <= states  # the state gauges moved with the machine
+
+
+def test_failure_runs_stay_bounded_and_consecutive_failures_survive_pruning() -> None:
+    """Two and a half hours of one attempt per bucket (a run in every bucket), then provider
+    failures: the runs kept stay within 1.5 hours' worth and the failures are still counted."""
+    observer = HealthObserver(TOPICS, source="w")
+    stage = HealthStage(TOPICS)
+    sizes = []
+    for k in range(900 + 6):
+        at = START + timedelta(seconds=10 * k + 1)
+        failing = k >= 900 or 880 <= k < 886  # an earlier run of failures, then successes
+        deltas = observer.observe([_tx(k, at, "BNI", "virtual_account", failing)])
+        records = [internal_record(o) for o in deltas]
+        stage.process(records)
+        sizes.append(len(stage.channels["BNI"].runs))
+    snaps = [o.value for o in stage.close() if o.topic == TOPICS.health]
+    assert max(sizes) <= RING + RING // 2 + 1
+    assert sizes[-1] < 900 - 10  # pruned
+    assert snaps[-1]["consecutive_provider_failures"] == 6
