@@ -327,7 +327,9 @@ class CallbacksStage(Stage):
 
     def process(self, records: Sequence[Record]) -> list[Out]:
         out: list[Out] = []
-        touched: set[str] = set()
+        # Providers with a new untrusted callback, in the order they first had one: their
+        # alerts are judged in that order (a set's order changed with each process's hash seed).
+        touched: dict[str, None] = {}
         for record in records:
             event, letter = self.decoder.decode(record)
             if letter is not None:
@@ -344,7 +346,7 @@ class CallbacksStage(Stage):
                     metrics.CALLBACK_VERIFICATION_FAILURES, provider, exc.reason.value
                 ).inc()
                 self.failures.add(provider, _epoch(event.received_at))
-                touched.add(provider)
+                touched[provider] = None
                 out.append(self._untrusted(record, event, f"untrusted_callback: {provider} {exc}"))
                 continue
             key = f"{provider}|{fact.transaction_id}|{fact.status.value}"
