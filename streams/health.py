@@ -1046,54 +1046,58 @@ class HealthStage(Stage):
         return enough and value > threshold
 
     def _channel_alerts(self, ev: _Eval, st: MachineState, at: datetime) -> list[Out]:
+        # AlertTracker.update sends only when a condition starts or stops firing; most boundaries
+        # change nothing, so the call (and its summary text) is made only when one does.
         a = self.rules.alerts
         th = self.rules.for_channel(ev.channel)
+        firing_now = self.alerts.state
         labels = {"channel": ev.channel}
         w = ev.windows["5m"]
-        out = self.alerts.update(
-            "api_error_rate_high",
-            labels,
-            self._hysteresis(
-                f"api_error_rate_high/{ev.channel}",
-                w.provider_error_rate,
-                a.api_error_rate,
-                w.attempts >= a.min_attempts,
-            ),
-            at=at,
-            value=w.provider_error_rate,
-            threshold=a.api_error_rate,
-            severity=Severity.CRITICAL,
-            summary=f"{ev.channel}: provider error rate {w.provider_error_rate:.1%} over 5 min "
-            f"({w.provider_errors}/{w.attempts})",
+        out: list[Out] = []
+        fingerprint = f"api_error_rate_high/{ev.channel}"
+        firing = self._hysteresis(
+            fingerprint, w.provider_error_rate, a.api_error_rate, w.attempts >= a.min_attempts
         )
+        if firing != (fingerprint in firing_now):
+            out += self.alerts.update(
+                "api_error_rate_high",
+                labels,
+                firing,
+                at=at,
+                value=w.provider_error_rate,
+                threshold=a.api_error_rate,
+                severity=Severity.CRITICAL,
+                summary=f"{ev.channel}: provider error rate {w.provider_error_rate:.1%} over "
+                f"5 min ({w.provider_errors}/{w.attempts})",
+            )
         p95 = w.latency_p95_ms
         samples = ev.samples_5m
-        out += self.alerts.update(
-            "latency_high",
-            labels,
-            p95 is not None
-            and self._hysteresis(
-                f"latency_high/{ev.channel}",
-                p95,
-                a.latency_p95_ms,
-                samples >= th.min_latency_samples,
-            ),
-            at=at,
-            value=p95,
-            threshold=a.latency_p95_ms,
-            severity=Severity.WARNING,
-            summary=f"{ev.channel}: p95 latency {p95 or 0:.0f} ms over 5 min",
+        fingerprint = f"latency_high/{ev.channel}"
+        firing = p95 is not None and self._hysteresis(
+            fingerprint, p95, a.latency_p95_ms, samples >= th.min_latency_samples
         )
-        out_now = st.state in (ChannelState.FAILED_OVER.value, ChannelState.PROBING.value)
-        out += self.alerts.update(
-            "channel_failed_over",
-            labels,
-            out_now,
-            at=at,
-            value=float(ev.obs.consecutive_failures),
-            severity=Severity.CRITICAL,
-            summary=f"{ev.channel} is {st.state}: routers send it only probe traffic",
-        )
+        if firing != (fingerprint in firing_now):
+            out += self.alerts.update(
+                "latency_high",
+                labels,
+                firing,
+                at=at,
+                value=p95,
+                threshold=a.latency_p95_ms,
+                severity=Severity.WARNING,
+                summary=f"{ev.channel}: p95 latency {p95 or 0:.0f} ms over 5 min",
+            )
+        firing = st.state in (ChannelState.FAILED_OVER.value, ChannelState.PROBING.value)
+        if firing != (f"channel_failed_over/{ev.channel}" in firing_now):
+            out += self.alerts.update(
+                "channel_failed_over",
+                labels,
+                firing,
+                at=at,
+                value=float(ev.obs.consecutive_failures),
+                severity=Severity.CRITICAL,
+                summary=f"{ev.channel} is {st.state}: routers send it only probe traffic",
+            )
         return out
 
     def _deadletter_alert(self, boundary: int, at: datetime) -> list[Out]:
