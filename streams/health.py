@@ -33,23 +33,23 @@ a non-failure add all their provider failures and the walk goes on to the previo
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import math
 import os
 import socket
 from collections import deque
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import orjson
 
-from models.common import Method, iso_utc
+from models.common import SCHEMA_VERSION, Method, iso_utc
 from models.inputs import Transaction
 from models.outputs import (
-    ChannelHealth,
     ChannelState,
     FailoverSignal,
     Severity,
@@ -96,31 +96,35 @@ def latency_bin(latency_ms: float) -> int:
     return bisect.bisect_right(EDGES_MS, latency_ms)
 
 
-_EDGES = np.asarray(EDGES_MS)
-
-
 def quantiles(hist: Sequence[int] | np.ndarray, qs: Sequence[float]) -> list[float | None]:
-    """Latency quantiles (ms) from histogram counts: geometric interpolation inside the bin."""
-    counts = np.asarray(hist, dtype=np.int64)
-    cum = np.cumsum(counts)
-    total = int(cum[-1]) if len(cum) else 0
+    """Latency quantiles (ms) from histogram counts: geometric interpolation inside the bin.
+
+    Plain Python over the ~100 bins: numpy's per-call costs were most of it."""
+    counts = hist.tolist() if isinstance(hist, np.ndarray) else [int(c) for c in hist]
+    return _quantiles(counts, qs)
+
+
+def _quantiles(counts: list[int], qs: Sequence[float]) -> list[float | None]:
+    """quantiles() of a list of Python ints."""
+    cum = list(itertools.accumulate(counts))
+    total = cum[-1] if cum else 0
     if total == 0:
         return [None] * len(qs)
     out: list[float | None] = []
+    last = len(counts) - 1
     for q in qs:
         rank = q * total
-        i = int(np.searchsorted(cum, rank, side="left"))
-        i = min(i, len(counts) - 1)
+        i = min(bisect.bisect_left(cum, rank), last)
         while counts[i] == 0:  # rank 0 falls before the first non-empty bin
             i += 1
-        seen = int(cum[i]) - int(counts[i])
-        frac = (rank - seen) / int(counts[i])
+        seen = cum[i] - counts[i]
+        frac = (rank - seen) / counts[i]
         if i == 0:
-            out.append(float(_EDGES[0] * frac))
-        elif i >= len(_EDGES):
-            out.append(float(_EDGES[-1]))
+            out.append(EDGES_MS[0] * frac)
+        elif i >= len(EDGES_MS):
+            out.append(EDGES_MS[-1])
         else:
-            lo, hi = float(_EDGES[i - 1]), float(_EDGES[i])
+            lo, hi = EDGES_MS[i - 1], EDGES_MS[i]
             out.append(lo * (hi / lo) ** frac)
     return out
 
@@ -440,13 +444,18 @@ class HealthObserver:
 
 
 class _Ring:
-    """An hour of 10 s buckets: counts and latency bins per bucket, summed over any range."""
+    """An hour of 10 s buckets: counts and latency bins per bucket, summed over any range.
 
-    __slots__ = ("rows", "starts")
+    `held` is the sum of every row, kept as rows change, so a window as long as the ring (the
+    1 h one) is that sum less the few rows outside it, not a sum of all 360 rows; a shorter
+    window sums only the slots its buckets map to."""
+
+    __slots__ = ("held", "rows", "starts")
 
     def __init__(self) -> None:
         self.rows = np.zeros((RING, NCOUNTS + NBINS), dtype=np.int32)  # 157 kB a channel
         self.starts = np.full(RING, -1, dtype=np.int64)
+        self.held = np.zeros(NCOUNTS + NBINS, dtype=np.int64)
 
     def slot(self, bucket: int) -> int | None:
         i = (bucket // BUCKET_MS) % RING
@@ -455,6 +464,8 @@ class _Ring:
             return i
         if start > bucket:
             return None  # older than an hour behind what this slot holds now: dropped
+        if start >= 0:
+            self.held -= self.rows[i]
         self.rows[i] = 0
         self.starts[i] = bucket
         return i
@@ -464,14 +475,39 @@ class _Ring:
         if i is None:
             return False
         row = self.rows[i]
+        held = self.held
         n = min(len(counts), NCOUNTS)
-        row[:n] += np.asarray(counts[:n], dtype=np.int32)
+        if n:
+            added = np.asarray(counts[:n], dtype=np.int32)
+            row[:n] += added
+            held[:n] += added
         for b, n in latency:
             row[NCOUNTS + int(b)] += int(n)
+            held[NCOUNTS + int(b)] += int(n)
         return True
 
     def total(self, lo: int, hi: int) -> np.ndarray:
-        mask = (self.starts >= lo) & (self.starts < hi)
+        """Every count of the buckets that start in [lo, hi), summed."""
+        first = lo - lo % BUCKET_MS  # the slot of a bucket starting in [lo, hi) is among
+        span = -(-(hi - first) // BUCKET_MS)  # those of first, first + 10 s, … before hi
+        if span <= 0:
+            return np.zeros(NCOUNTS + NBINS, dtype=np.int64)
+        if span < RING:
+            i = (first // BUCKET_MS) % RING
+            if i + span <= RING:
+                starts, rows = self.starts[i : i + span], self.rows[i : i + span]
+            else:
+                idx = np.arange(i, i + span) % RING
+                starts, rows = self.starts[idx], self.rows[idx]
+            mask = (starts >= lo) & (starts < hi)
+            return np.asarray(rows[mask].sum(axis=0, dtype=np.int64))
+        starts = self.starts
+        outside = ((starts < lo) & (starts >= 0)) | (starts >= hi)
+        if not outside.any():
+            return self.held.copy()
+        if np.count_nonzero(outside) <= RING // 4:
+            return self.held - self.rows[outside].sum(axis=0, dtype=np.int64)
+        mask = (starts >= lo) & (starts < hi)
         return np.asarray(self.rows[mask].sum(axis=0, dtype=np.int64))
 
     def provider_errors(self, bucket: int) -> int:
@@ -500,6 +536,94 @@ def window_stats(row: np.ndarray) -> WindowStats:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+class _Window:
+    """One window's figures, held as channel.health carries them: WindowStats's JSON, built
+    without validating a model per window (tests compare it with the contract's own dump)."""
+
+    __slots__ = ("json", "samples")
+
+    def __init__(self, json: dict[str, Any], samples: int = 0) -> None:
+        self.json = json
+        self.samples = samples  # latency samples (the histogram's total)
+
+    @property
+    def attempts(self) -> int:
+        return int(self.json["attempts"])
+
+    @property
+    def provider_errors(self) -> int:
+        return int(self.json["provider_errors"])
+
+    @property
+    def provider_error_rate(self) -> float:
+        return float(self.json["provider_error_rate"])
+
+    @property
+    def decline_rate(self) -> float:
+        return float(self.json["decline_rate"])
+
+    @property
+    def latency_p50_ms(self) -> float | None:
+        return self.json["latency_p50_ms"]
+
+    @property
+    def latency_p95_ms(self) -> float | None:
+        return self.json["latency_p95_ms"]
+
+    @property
+    def latency_p99_ms(self) -> float | None:
+        return self.json["latency_p99_ms"]
+
+
+def _window(row: np.ndarray) -> _Window:
+    """window_stats(row), as the JSON channel.health carries."""
+    attempts, successes, _, provider, declined, merchant, unknown = row[:NCOUNTS].tolist()
+    bins = row[NCOUNTS:].tolist()
+    p50, p95, p99 = _quantiles(bins, (0.50, 0.95, 0.99))
+    return _Window(
+        {
+            "attempts": attempts,
+            "successes": successes,
+            "provider_errors": provider,
+            "declines": declined,
+            "merchant_errors": merchant,
+            "unknown_errors": unknown,
+            "provider_error_rate": round(provider / attempts, 6) if attempts else 0.0,
+            "decline_rate": round(declined / attempts, 6) if attempts else 0.0,
+            "latency_p50_ms": _round(p50),
+            "latency_p95_ms": _round(p95),
+            "latency_p99_ms": _round(p99),
+        },
+        sum(bins),
+    )
+
+
+# MachineState's fields, to store it as a dict without dataclasses.asdict's deep copies (every
+# field is a number, a string or None).
+_MACHINE_FIELDS = tuple(f.name for f in fields(MachineState))
+
+
+def _machine_dict(st: MachineState) -> dict[str, Any]:
+    """st.to_dict(), without the deep copy."""
+    return {name: getattr(st, name) for name in _MACHINE_FIELDS}
+
+
+def _snapshot(
+    ev: _Eval, state: str, since: float, at: str, windows: dict[str, Any]
+) -> dict[str, Any]:
+    """The ChannelHealth JSON of one evaluation (tests compare it with the contract's dump)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "channel": ev.channel,
+        "method": ev.method,
+        "state": ChannelState(state).value,
+        "since": iso_utc(_dt(since * 1000)),
+        "consecutive_provider_failures": ev.obs.consecutive_failures,
+        "windows": windows,
+        "at": at,
+    }
 
 
 @dataclass
@@ -537,9 +661,39 @@ class _Channel:
 class _Eval:
     channel: str
     method: str | None
-    windows: dict[str, WindowStats]
+    windows: dict[str, _Window]
     obs: Observation
     samples_5m: int = 0
+
+
+class _ChannelGauges:
+    """One known channel's gauges, bound once (the health stage sets about 25 per evaluation)."""
+
+    __slots__ = ("channel", "consecutive", "states", "windows")
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.consecutive = metrics.child(metrics.CONSECUTIVE_FAILURES, channel)
+        self.states = tuple(
+            (s.value, metrics.child(metrics.CHANNEL_STATE, channel, s.value)) for s in ChannelState
+        )
+        self.windows: dict[str, tuple[Any, ...]] = {}
+
+    def window(self, name: str) -> tuple[Any, ...]:
+        """Error ratio, decline ratio, attempts and p50/p95/p99 latency of one window."""
+        found = self.windows.get(name)
+        if found is None:
+            c = self.channel
+            found = self.windows[name] = (
+                metrics.child(metrics.PROVIDER_ERROR_RATIO, c, name),
+                metrics.child(metrics.DECLINE_RATIO, c, name),
+                metrics.child(metrics.WINDOW_ATTEMPTS, c, name),
+                *(
+                    metrics.child(metrics.LATENCY_QUANTILE, c, name, q)
+                    for q in ("0.5", "0.95", "0.99")
+                ),
+            )
+        return found
 
 
 class HealthStage(Stage):
@@ -576,6 +730,7 @@ class HealthStage(Stage):
         self._counted_pruned = 0
         # channel → the state, method and time of its latest gateway.failover signal
         self.known: dict[str, dict[str, Any]] = {}
+        self._gauges: dict[str, _ChannelGauges] = {}  # known channels (bounded by max_channels)
 
     @property
     def consumes(self) -> tuple[str, ...]:
@@ -746,30 +901,30 @@ class HealthStage(Stage):
     def _measure(self, channel: str, ch: _Channel, boundary: int, st: MachineState) -> _Eval:
         th = self.rules.for_channel(channel)
         rows = {name: ch.total(boundary - length, boundary) for name, length in WINDOWS.items()}
-        windows = {name: window_stats(row) for name, row in rows.items()}
+        windows = {name: _window(row) for name, row in rows.items()}
         if len(ch.methods) > 1:  # per method too, as "<method>/<window>"
             for m, ring in sorted(ch.methods.items()):
                 for name, length in WINDOWS.items():
-                    windows[f"{m}/{name}"] = window_stats(ring.total(boundary - length, boundary))
+                    windows[f"{m}/{name}"] = _window(ring.total(boundary - length, boundary))
         rate_window = int(th.error_rate_window_s * 1000)
         lo = max(boundary - rate_window, int(st.evidence_from * 1000))
-        rate_row = rows["5m"] if lo == boundary - WINDOWS["5m"] else ch.total(lo, boundary)
-        one = rows["1m"]
+        # The rate window is the 5 min one unless a channel's rules or a restore say otherwise.
+        rate = windows["5m"] if lo == boundary - WINDOWS["5m"] else _window(ch.total(lo, boundary))
+        one = windows["1m"]
         method = max(ch.method_attempts, key=ch.method_attempts.__getitem__, default=None)
-        judged = quantiles(rate_row[NCOUNTS:], (0.95,))[0]
         obs = Observation(
             at=boundary / 1000,
-            attempts=int(rate_row[ATTEMPTS]),
-            provider_errors=int(rate_row[PROVIDER]),
+            attempts=rate.attempts,
+            provider_errors=rate.provider_errors,
             consecutive_failures=self._consecutive(ch, boundary),
-            attempts_1m=int(one[ATTEMPTS]),
-            provider_errors_1m=int(one[PROVIDER]),
-            latency_p95_1m_ms=windows["1m"].latency_p95_ms,
-            latency_samples_1m=int(one[NCOUNTS:].sum()),
-            latency_p95_ms=_round(judged),
-            latency_samples=int(rate_row[NCOUNTS:].sum()),
+            attempts_1m=one.attempts,
+            provider_errors_1m=one.provider_errors,
+            latency_p95_1m_ms=one.latency_p95_ms,
+            latency_samples_1m=one.samples,
+            latency_p95_ms=rate.latency_p95_ms,
+            latency_samples=rate.samples,
         )
-        return _Eval(channel, method, windows, obs, int(rows["5m"][NCOUNTS:].sum()))
+        return _Eval(channel, method, windows, obs, windows["5m"].samples)
 
     def _machine(self, channel: str, boundary: int) -> MachineState:
         data = self.machines.get(channel)
@@ -793,23 +948,17 @@ class HealthStage(Stage):
             evals.append((self._measure(channel, ch, boundary, st), st))
             self._prune(ch, boundary)
         by_channel = {e.channel: e for e, _ in evals}
+        at_text = iso_utc(at)
         for ev, st in evals:
             th = self.rules.for_channel(ev.channel)
             new, tr = step(st, ev.obs, th)
-            self.machines[ev.channel] = new.to_dict()
+            self.machines[ev.channel] = _machine_dict(new)
             if tr is not None:
                 out.append(self._signal(ev, tr, by_channel))
             out.extend(self._channel_alerts(ev, new, at))
-            snapshot = ChannelHealth(
-                channel=ev.channel,
-                method=ev.method,
-                state=ChannelState(new.state),
-                since=_dt(new.since * 1000),
-                consecutive_provider_failures=ev.obs.consecutive_failures,
-                windows=ev.windows,
-                at=at,
-            )
-            health = Out.of(self.topics.health, ev.channel, snapshot)
+            windows = {name: w.json for name, w in ev.windows.items()}
+            snapshot = _snapshot(ev, new.state, new.since, at_text, windows)
+            health = Out(self.topics.health, ev.channel, snapshot)
             out.append(health)
             self.snapshots[ev.channel] = health.value
             self._export(ev, new)
@@ -817,8 +966,10 @@ class HealthStage(Stage):
         return out
 
     def _prune(self, ch: _Channel, boundary: int) -> None:
+        # Runs older than the hour are never read again. An active channel has a run in about
+        # every bucket, so they are dropped in bulk (past 1.5 hours' worth), not on every boundary.
         oldest = boundary - WINDOWS["1h"]
-        if len(ch.runs) > RING:
+        if len(ch.runs) > RING + RING // 2:
             for bucket in [b for b in ch.runs if b < oldest]:
                 del ch.runs[bucket]
 
@@ -895,54 +1046,58 @@ class HealthStage(Stage):
         return enough and value > threshold
 
     def _channel_alerts(self, ev: _Eval, st: MachineState, at: datetime) -> list[Out]:
+        # AlertTracker.update sends only when a condition starts or stops firing; most boundaries
+        # change nothing, so the call (and its summary text) is made only when one does.
         a = self.rules.alerts
         th = self.rules.for_channel(ev.channel)
+        firing_now = self.alerts.state
         labels = {"channel": ev.channel}
         w = ev.windows["5m"]
-        out = self.alerts.update(
-            "api_error_rate_high",
-            labels,
-            self._hysteresis(
-                f"api_error_rate_high/{ev.channel}",
-                w.provider_error_rate,
-                a.api_error_rate,
-                w.attempts >= a.min_attempts,
-            ),
-            at=at,
-            value=w.provider_error_rate,
-            threshold=a.api_error_rate,
-            severity=Severity.CRITICAL,
-            summary=f"{ev.channel}: provider error rate {w.provider_error_rate:.1%} over 5 min "
-            f"({w.provider_errors}/{w.attempts})",
+        out: list[Out] = []
+        fingerprint = f"api_error_rate_high/{ev.channel}"
+        firing = self._hysteresis(
+            fingerprint, w.provider_error_rate, a.api_error_rate, w.attempts >= a.min_attempts
         )
+        if firing != (fingerprint in firing_now):
+            out += self.alerts.update(
+                "api_error_rate_high",
+                labels,
+                firing,
+                at=at,
+                value=w.provider_error_rate,
+                threshold=a.api_error_rate,
+                severity=Severity.CRITICAL,
+                summary=f"{ev.channel}: provider error rate {w.provider_error_rate:.1%} over "
+                f"5 min ({w.provider_errors}/{w.attempts})",
+            )
         p95 = w.latency_p95_ms
         samples = ev.samples_5m
-        out += self.alerts.update(
-            "latency_high",
-            labels,
-            p95 is not None
-            and self._hysteresis(
-                f"latency_high/{ev.channel}",
-                p95,
-                a.latency_p95_ms,
-                samples >= th.min_latency_samples,
-            ),
-            at=at,
-            value=p95,
-            threshold=a.latency_p95_ms,
-            severity=Severity.WARNING,
-            summary=f"{ev.channel}: p95 latency {p95 or 0:.0f} ms over 5 min",
+        fingerprint = f"latency_high/{ev.channel}"
+        firing = p95 is not None and self._hysteresis(
+            fingerprint, p95, a.latency_p95_ms, samples >= th.min_latency_samples
         )
-        out_now = st.state in (ChannelState.FAILED_OVER.value, ChannelState.PROBING.value)
-        out += self.alerts.update(
-            "channel_failed_over",
-            labels,
-            out_now,
-            at=at,
-            value=float(ev.obs.consecutive_failures),
-            severity=Severity.CRITICAL,
-            summary=f"{ev.channel} is {st.state}: routers send it only probe traffic",
-        )
+        if firing != (fingerprint in firing_now):
+            out += self.alerts.update(
+                "latency_high",
+                labels,
+                firing,
+                at=at,
+                value=p95,
+                threshold=a.latency_p95_ms,
+                severity=Severity.WARNING,
+                summary=f"{ev.channel}: p95 latency {p95 or 0:.0f} ms over 5 min",
+            )
+        firing = st.state in (ChannelState.FAILED_OVER.value, ChannelState.PROBING.value)
+        if firing != (f"channel_failed_over/{ev.channel}" in firing_now):
+            out += self.alerts.update(
+                "channel_failed_over",
+                labels,
+                firing,
+                at=at,
+                value=float(ev.obs.consecutive_failures),
+                severity=Severity.CRITICAL,
+                summary=f"{ev.channel} is {st.state}: routers send it only probe traffic",
+            )
         return out
 
     def _deadletter_alert(self, boundary: int, at: datetime) -> list[Out]:
@@ -973,24 +1128,27 @@ class HealthStage(Stage):
 
     def _export(self, ev: _Eval, st: MachineState) -> None:
         c = ev.channel
-        if self.rules.metric_channel(c) != c:
-            return  # an unknown channel: no gauges of its own (see rules/health.yaml)
+        gauges = self._gauges.get(c)
+        if gauges is None:
+            if self.rules.metric_channel(c) != c:
+                return  # an unknown channel: no gauges of its own (see rules/health.yaml)
+            gauges = self._gauges[c] = _ChannelGauges(c)
         for name, w in ev.windows.items():
-            metrics.child(metrics.PROVIDER_ERROR_RATIO, c, name).set(w.provider_error_rate)
-            metrics.child(metrics.DECLINE_RATIO, c, name).set(w.decline_rate)
-            metrics.child(metrics.WINDOW_ATTEMPTS, c, name).set(w.attempts)
-            for q, v in (
-                ("0.5", w.latency_p50_ms),
-                ("0.95", w.latency_p95_ms),
-                ("0.99", w.latency_p99_ms),
+            error, decline, attempts, p50, p95, p99 = gauges.window(name)
+            values = w.json
+            error.set(values["provider_error_rate"])
+            decline.set(values["decline_rate"])
+            attempts.set(values["attempts"])
+            for gauge, v in (
+                (p50, values["latency_p50_ms"]),
+                (p95, values["latency_p95_ms"]),
+                (p99, values["latency_p99_ms"]),
             ):
                 if v is not None:
-                    metrics.child(metrics.LATENCY_QUANTILE, c, name, q).set(v / 1000)
-        metrics.child(metrics.CONSECUTIVE_FAILURES, c).set(ev.obs.consecutive_failures)
-        for state in ChannelState:
-            metrics.child(metrics.CHANNEL_STATE, c, state.value).set(
-                1 if state.value == st.state else 0
-            )
+                    gauge.set(v / 1000)
+        gauges.consecutive.set(ev.obs.consecutive_failures)
+        for value, gauge in gauges.states:
+            gauge.set(1 if value == st.state else 0)
 
     def channel_view(self, channel: str) -> dict[str, Any] | None:
         """The latest snapshot, state and signal of one channel (this worker's), or None."""

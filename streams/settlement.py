@@ -32,6 +32,7 @@ CREDENTIAL_HEADERS = frozenset({"x-callback-token", "authorization", "cookie", "
 EVALUATE_EVERY_S = 10.0  # how often (event time) the settlement windows are re-judged
 RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 SETTLEMENT_RULES = RULES_DIR / "settlement.yaml"
+FINAL_VALUES = frozenset(s.value for s in FINAL_STATUSES)
 
 
 # ---- rules -------------------------------------------------------------------------------------
@@ -141,6 +142,8 @@ def load_settlement_rules(path: Path | None = None) -> SettlementRules:
 
 # ---- helpers -----------------------------------------------------------------------------------
 
+_UNKNOWN: Any = object()
+
 
 def _epoch(at: datetime) -> float:
     return at.timestamp()
@@ -162,11 +165,60 @@ def _parse_iso(text: Any) -> datetime | None:
 
 def quantile(values: Sequence[float], q: float) -> float:
     """The q-quantile of values by the nearest-rank method (values need not be sorted)."""
-    ordered = sorted(values)
+    return sorted_quantile(sorted(values), q)
+
+
+def sorted_quantile(ordered: Sequence[float], q: float) -> float:
+    """The q-quantile of sorted values by the nearest-rank method."""
     if not ordered:
         raise ValueError("no values")
     rank = max(1, -(-int(q * 1000) * len(ordered) // 1000))  # ceil(q * n) without floats drifting
     return ordered[min(rank, len(ordered)) - 1]
+
+
+class SortedDelays:
+    """Each delay window's delays kept sorted beside the state (key → [[time, delay], ...]), so a
+    quantile is a lookup instead of a sort of the whole window every EVALUATE_EVERY_S.
+
+    Only a cache: the state mapping stays the truth. A key whose cached length differs from its
+    samples' (state restored or changed elsewhere) is rebuilt from them."""
+
+    def __init__(self) -> None:
+        self.sorted: dict[str, list[float]] = {}
+
+    def added(self, key: str, delay: float, samples: Sequence[Sequence[float]]) -> None:
+        """One sample was appended to `samples`, the key's list in the state."""
+        ordered = self.sorted.get(key)
+        if ordered is None or len(ordered) != len(samples) - 1:
+            self.sorted.pop(key, None)  # rebuilt when next read
+            return
+        bisect.insort(ordered, float(delay))
+
+    def cut(self, key: str, dropped: Sequence[Sequence[float]]) -> None:
+        """These samples left the front of the key's window."""
+        ordered = self.sorted.get(key)
+        if ordered is None:
+            return
+        if len(dropped) >= len(ordered):
+            del self.sorted[key]
+            return
+        for sample in dropped:
+            delay = float(sample[1])
+            i = bisect.bisect_left(ordered, delay)
+            if i == len(ordered) or ordered[i] != delay:
+                del self.sorted[key]  # not what the state holds: rebuilt when next read
+                return
+            del ordered[i]
+
+    def of(self, key: str, samples: Sequence[Sequence[float]]) -> list[float]:
+        """The key's delays, sorted (`samples` is its current list in the state)."""
+        ordered = self.sorted.get(key)
+        if ordered is None or len(ordered) != len(samples):
+            ordered = self.sorted[key] = sorted(float(s[1]) for s in samples)
+        return ordered
+
+    def forget(self, key: str) -> None:
+        self.sorted.pop(key, None)
 
 
 class WindowCounter:
@@ -275,7 +327,9 @@ class CallbacksStage(Stage):
 
     def process(self, records: Sequence[Record]) -> list[Out]:
         out: list[Out] = []
-        touched: set[str] = set()
+        # Providers with a new untrusted callback, in the order they first had one: their
+        # alerts are judged in that order (a set's order changed with each process's hash seed).
+        touched: dict[str, None] = {}
         for record in records:
             event, letter = self.decoder.decode(record)
             if letter is not None:
@@ -292,7 +346,7 @@ class CallbacksStage(Stage):
                     metrics.CALLBACK_VERIFICATION_FAILURES, provider, exc.reason.value
                 ).inc()
                 self.failures.add(provider, _epoch(event.received_at))
-                touched.add(provider)
+                touched[provider] = None
                 out.append(self._untrusted(record, event, f"untrusted_callback: {provider} {exc}"))
                 continue
             key = f"{provider}|{fact.transaction_id}|{fact.status.value}"
@@ -434,6 +488,8 @@ class SettlementStage(Stage):
             root.setdefault("missing", {}), timedelta(seconds=missing_rule.window_s)
         )
         self.delay_window = delay_rule.window_s
+        self._sorted_delays = SortedDelays()
+        self._deadline_for: dict[str, Any] = {}  # method → rules.deadline_for(method)
         self.clock = EventClock(lateness=lateness)
         self._next_evaluation = float("-inf")
         self._deadlines: list[tuple[float, str]] = [
@@ -474,7 +530,11 @@ class SettlementStage(Stage):
         if prior is not None and not prior.get("failed"):
             return  # already final (or missed): a redelivery changes nothing
         method = str(value.get("method"))
-        allowed = self.rules.deadline_for(method)
+        allowed = self._deadline_for.get(method, _UNKNOWN)
+        if allowed is _UNKNOWN:
+            allowed = self._deadline_for[method] = self.rules.deadline_for(method)
+            if len(self._deadline_for) > 64:  # methods are few; anything else is not kept
+                self._deadline_for.clear()
         if allowed is None:
             return  # this method gets no settlement callback
         deadline = _epoch(created + allowed)
@@ -551,7 +611,7 @@ class SettlementStage(Stage):
         self, tx_id: str, entry: dict[str, Any], fact: dict[str, Any], touched: set[str]
     ) -> None:
         status = fact.get("status")
-        if status not in {s.value for s in FINAL_STATUSES}:
+        if status not in FINAL_VALUES:
             return
         self.awaiting.pop(tx_id, None)
         # When the gateway learned it (the callback's own time, not how far this stage has read:
@@ -574,6 +634,7 @@ class SettlementStage(Stage):
             samples = []
         samples.append([_epoch(settled), delay])
         self.delays[key] = samples  # reassigned: a changelogged table sees the change
+        self._sorted_delays.added(key, delay, samples)
         touched.add(key)
 
     # -- timers and alerts --
@@ -621,6 +682,7 @@ class SettlementStage(Stage):
             while cut < len(samples) and samples[cut][0] <= start:
                 cut += 1  # samples arrive in about event-time order
             if cut:
+                self._sorted_delays.cut(key, samples[:cut])
                 samples = samples[cut:]
                 if samples:
                     self.delays[key] = samples
@@ -630,13 +692,14 @@ class SettlementStage(Stage):
             labels = {"channel": channel, "method": method}
             if not samples:
                 # Nothing settled in the window: nothing slow to report any more.
+                self._sorted_delays.forget(key)
                 out.extend(self.alerts.update("settlement_delay_high", labels, False, at=at))
                 continue
-            values = [float(s[1]) for s in samples]
-            p95 = quantile(values, 0.95)
+            values = self._sorted_delays.of(key, samples)
+            p95 = sorted_quantile(values, 0.95)
             metrics.child(metrics.SETTLEMENT_DELAY_QUANTILE, channel, method, "0.95").set(p95)
             metrics.child(metrics.SETTLEMENT_DELAY_QUANTILE, channel, method, "0.5").set(
-                quantile(values, 0.5)
+                sorted_quantile(values, 0.5)
             )
             if len(values) < rule.min_samples:
                 continue

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import hmac
 import json
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -126,28 +127,18 @@ def doku_signature(
 # ---- Bank Indonesia SNAP ----------------------------------------------------------------------
 
 
+# What minify keeps: a JSON string (escapes kept; an unterminated one runs to the end), or a
+# run of anything but whitespace and quotes; the whitespace between them is what it drops.
+_KEPT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[^" \t\r\n]+', re.DOTALL)
+
+
 def snap_minify(body: str | bytes) -> str:
     """The body minified as SNAP asks: whitespace outside strings removed, nothing else changed
     (field order, number spelling and escapes are kept as sent)."""
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-    out: list[str] = []
-    in_string = False
-    escaped = False
-    for ch in text:
-        if in_string:
-            out.append(ch)
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-            out.append(ch)
-        elif ch not in " \t\r\n":
-            out.append(ch)
-    return "".join(out)
+    if " " not in text and "\t" not in text and "\r" not in text and "\n" not in text:
+        return text  # already minified (as providers send it)
+    return "".join(_KEPT.findall(text))
 
 
 def snap_body_hash(body: str | bytes) -> str:
