@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, field_validator
@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         default=1_000_000, ge=1024, description="larger values dead-letter"
     )
     allowed_lateness_s: float = Field(default=30.0, ge=0, description="event-time watermark lag")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="Pantau's own log level (takeovers and hand-overs log at INFO; Faust and "
+        "the Kafka client log at WARNING)",
+    )
     web_port: int = Field(default=6066, ge=0, le=65535, description="worker HTTP views")
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Prometheus /metrics")
     store: str = Field(
