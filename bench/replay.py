@@ -42,17 +42,23 @@ class StageTimer:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.running: set[str] = set()  # labels being timed (a stage's process calls its tick)
 
     def wrap(self, owner: Any, method: str, label: str) -> None:
         inner: Callable[..., Any] = getattr(owner, method)
         seconds = self.seconds
+        running = self.running
 
         def timed(*args: Any, **kwargs: Any) -> Any:
+            if label in running:
+                return inner(*args, **kwargs)
+            running.add(label)
             started = time.perf_counter()
             try:
                 return inner(*args, **kwargs)
             finally:
                 seconds[label] += time.perf_counter() - started
+                running.discard(label)
 
         setattr(owner, method, timed)
 

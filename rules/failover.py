@@ -24,7 +24,7 @@ Times are epoch seconds of event time, so the state is plain JSON (a Faust table
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from models.outputs import ChannelState, FailoverAction
@@ -163,7 +163,7 @@ def step(
     current: MachineState, obs: Observation, th: Thresholds
 ) -> tuple[MachineState, Transition | None]:
     """The next state of one channel after an observation, and the transition if it changed."""
-    st = MachineState(**asdict(current))
+    st = replace(current)  # every field is a scalar: a shallow copy is a whole one
     _track_latency(st, obs, th)
     state = ChannelState(st.state)
     figures = _figures(obs, st)
