@@ -249,9 +249,11 @@ class PaymentsStateLog:
                     value = decode_value(m.value) if m.value else None
                     items.append((m.key.decode("utf-8"), value, int(m.timestamp)))
         held = self.durable.restore(partition, items)
-        marker: dict[str, Any] = (
-            orjson.loads(last) if last else {"offset": -1, "first": 0, "decided": []}
-        )
+        marker: dict[str, Any] = orjson.loads(last) if last else {"offset": -1}
+        # A marker written before decisions were logged ({"offset"} only) closed a delivered
+        # batch: everything up to it is skipped, nothing is re-sent.
+        marker.setdefault("first", int(marker["offset"]) + 1)
+        marker.setdefault("decided", [])
         # Outputs exist only for records up to the marker; before its batch, all of them do.
         self.stage.restored(
             partition,
