@@ -115,11 +115,15 @@ async def create_topics(
     replication_factor: int = 1,
     compacted: Iterable[str] = (),
     options: dict[str, Any] | None = None,
+    recreate: bool = False,
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the names it created.
 
     An existing topic is left as it is, but one with a different partition count is an error:
-    Faust refuses co-partitioned topics whose counts differ (PartitionsMismatch).
+    Faust refuses co-partitioned topics whose counts differ (PartitionsMismatch). `recreate`
+    (a broker that has just started empty): such a topic can only have been auto-created by a
+    client that asked for it first (a worker reconnecting the moment the broker is back, with
+    the broker's default partition count), so it is deleted and created again.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaError
@@ -153,6 +157,26 @@ async def create_topics(
                 if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS (a concurrent creator)
                     raise BrokerError(f"creating topic {name}: error {code} {message or ''}")
         described = await admin.describe_topics(wanted)
+        for _ in range(3 if recreate else 0):
+            wrong = [i["topic"] for i in described if len(i.get("partitions") or []) != partitions]
+            if not wrong:
+                break
+            log.warning(
+                "recreating %d auto-created topics with %d partitions", len(wrong), partitions
+            )
+            await admin.delete_topics(wrong)
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        name,
+                        partitions,
+                        replication_factor,
+                        topic_configs={"cleanup.policy": "compact"} if name in compact else {},
+                    )
+                    for name in wrong
+                ]
+            )
+            described = await admin.describe_topics(wanted)
         for item in described:
             count = len(item.get("partitions") or [])
             if count != partitions:
@@ -165,8 +189,11 @@ async def create_topics(
         await admin.close()
 
 
-def ensure_topics(settings: Settings, url: str | None = None) -> list[str]:
-    """Create every topic of the settings (blocking); returns the names it created."""
+def ensure_topics(
+    settings: Settings, url: str | None = None, *, recreate: bool = False
+) -> list[str]:
+    """Create every topic of the settings (blocking); returns the names it created
+    (`recreate`: see create_topics)."""
     return asyncio.run(
         create_topics(
             url or settings.broker,
@@ -175,6 +202,7 @@ def ensure_topics(settings: Settings, url: str | None = None) -> list[str]:
             replication_factor=settings.replication_factor,
             compacted=settings.topics.compacted(),
             options=client_options(settings, url),
+            recreate=recreate,
         )
     )
 
@@ -238,7 +266,9 @@ class EmbeddedBroker:
                 self._spawn(port)
                 self.port = port
                 asyncio.run(wait_ready(self.url, alive=self.alive))
-                ensure_topics(self.settings, self.url)
+                # Memory only: the broker starts empty, so a topic already there was auto-created
+                # by a client that reconnected first (with Tansu's default 4 partitions).
+                ensure_topics(self.settings, self.url, recreate=True)
                 return self.url
             except (BrokerError, OSError) as exc:
                 last = exc

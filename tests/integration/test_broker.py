@@ -98,3 +98,30 @@ def test_a_taken_port_fails_fast_with_the_broker_output() -> None:
         with pytest.raises(BrokerError, match=r"(?s)tansu exited .*Address in use"):
             broker.start()
         assert broker.process is None
+
+
+async def _auto_create(bootstrap: list[str], topic: str) -> None:
+    """What a worker reconnecting to a restarted broker does first: ask for a topic it reads,
+    which the broker then creates with its default partition count."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        await asyncio.sleep(0.5)
+    finally:
+        await consumer.stop()
+
+
+def test_a_fresh_embedded_broker_recreates_topics_a_client_auto_created(sandbox: Sandbox) -> None:
+    bootstrap = sandbox.broker.bootstrap
+    topic = sandbox.topics.rules
+    asyncio.run(_auto_create(bootstrap, f"{topic}.auto"))
+    settings = sandbox.settings.model_copy(
+        update={"topics": sandbox.topics.model_copy(update={"rules": f"{topic}.auto"})}
+    )
+    assert asyncio.run(_partitions(bootstrap))[f"{topic}.auto"] != settings.partitions
+    with pytest.raises(BrokerError, match="partitions"):
+        ensure_topics(settings, sandbox.broker.url)
+    ensure_topics(settings, sandbox.broker.url, recreate=True)
+    assert asyncio.run(_partitions(bootstrap))[f"{topic}.auto"] == settings.partitions
