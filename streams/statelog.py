@@ -216,6 +216,7 @@ class PaymentsStateLog:
         self.stage = stage
         self.durable = stage.durable
         self.topic = settings.topics.payments_state
+        self.batch_size = settings.batch_size
         self.writer = writer
         self.reader = reader
         self.held: set[int] = set()
@@ -254,10 +255,11 @@ class PaymentsStateLog:
         # batch: everything up to it is skipped, nothing is re-sent.
         marker.setdefault("first", int(marker["offset"]) + 1)
         marker.setdefault("decided", [])
-        # Outputs exist only for records up to the marker; before its batch, all of them do.
+        # Outputs exist for records up to the marker, and, should the previous owner still be
+        # alive (a rebalance), for the batch it may be finishing: health counts those one by one.
         self.stage.restored(
             partition,
-            careful_until=int(marker["offset"]),
+            careful_until=max(int(marker["offset"]), first - 1) + self.batch_size,
             delivered_upto=int(marker["first"]) - 1,
             decided=[(key, value) for key, value in marker["decided"]],
         )
