@@ -138,21 +138,23 @@ async def create_topics(
         await admin.close()
         hosts = ", ".join(connect["bootstrap_servers"])
         raise BrokerError(f"cannot reach the broker at {hosts}: {exc}") from None
+
+    def specs(names: list[str]) -> list[Any]:
+        return [
+            NewTopic(
+                name,
+                partitions,
+                replication_factor,
+                topic_configs={"cleanup.policy": "compact"} if name in compact else {},
+            )
+            for name in names
+        ]
+
     try:
         existing = set(await admin.list_topics())
         new = [t for t in wanted if t not in existing]
         if new:
-            response = await admin.create_topics(
-                [
-                    NewTopic(
-                        name,
-                        partitions,
-                        replication_factor,
-                        topic_configs={"cleanup.policy": "compact"} if name in compact else {},
-                    )
-                    for name in new
-                ]
-            )
+            response = await admin.create_topics(specs(new))
             for name, code, message in response.topic_errors:
                 if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS (a concurrent creator)
                     raise BrokerError(f"creating topic {name}: error {code} {message or ''}")
@@ -165,17 +167,7 @@ async def create_topics(
                 "recreating %d auto-created topics with %d partitions", len(wrong), partitions
             )
             await admin.delete_topics(wrong)
-            await admin.create_topics(
-                [
-                    NewTopic(
-                        name,
-                        partitions,
-                        replication_factor,
-                        topic_configs={"cleanup.policy": "compact"} if name in compact else {},
-                    )
-                    for name in wrong
-                ]
-            )
+            await admin.create_topics(specs(wrong))
             described = await admin.describe_topics(wanted)
         for item in described:
             count = len(item.get("partitions") or [])
