@@ -191,6 +191,52 @@ def taken_over(records: Sequence[Record], held: set[int]) -> list[tuple[int, int
     return sorted(firsts.items())
 
 
+def batch_markers(
+    records: Sequence[Record], decided: dict[int, list[tuple[str, dict[str, Any]]]]
+) -> dict[int, bytes]:
+    """Each partition's marker for a batch (see MARKER): its lowest and highest offset in the
+    batch and the decisions made for it."""
+    span: dict[int, list[int]] = {}  # partition → [first, highest] offset in the batch
+    for r in records:
+        partition, offset = r.partition, r.offset
+        if partition is None or offset is None:
+            continue
+        seen = span.setdefault(partition, [offset, offset])
+        seen[0], seen[1] = min(seen[0], offset), max(seen[1], offset)
+    return {
+        partition: orjson.dumps(
+            {"offset": offset, "first": first, "decided": decided.get(partition, [])}
+        )
+        for partition, (first, offset) in sorted(span.items())
+    }
+
+
+def read_marker(value: bytes | None) -> dict[str, Any]:
+    """A partition's latest marker (none: nothing was ever logged). A marker written before
+    decisions were logged ({"offset"} only) closed a delivered batch: everything up to it is
+    skipped, nothing is re-sent."""
+    marker: dict[str, Any] = orjson.loads(value) if value else {"offset": -1}
+    marker.setdefault("first", int(marker["offset"]) + 1)
+    marker.setdefault("decided", [])
+    return marker
+
+
+def take_over(
+    stage: PaymentsStage, partition: int, marker: dict[str, Any], first: int, batch_size: int
+) -> None:
+    """Tell the stage what the previous owner of `partition` did, from its latest marker, the
+    group resuming at offset `first`: the records before its last logged batch are skipped, that
+    batch gets its logged decisions again, and health counts one record at a time up to the
+    marker and, should the previous owner still be alive (a rebalance), the batch it may be
+    finishing."""
+    stage.restored(
+        partition,
+        careful_until=max(int(marker["offset"]), first - 1) + batch_size,
+        delivered_upto=int(marker["first"]) - 1,
+        decided=[(key, value) for key, value in marker["decided"]],
+    )
+
+
 class PaymentsStateLog:
     """The payments stage's feature state on `pantau.payments-state`, one changelog partition per
     partition of payments.transactions (a write-ahead log of the stage).
@@ -250,19 +296,8 @@ class PaymentsStateLog:
                     value = decode_value(m.value) if m.value else None
                     items.append((m.key.decode("utf-8"), value, int(m.timestamp)))
         held = self.durable.restore(partition, items)
-        marker: dict[str, Any] = orjson.loads(last) if last else {"offset": -1}
-        # A marker written before decisions were logged ({"offset"} only) closed a delivered
-        # batch: everything up to it is skipped, nothing is re-sent.
-        marker.setdefault("first", int(marker["offset"]) + 1)
-        marker.setdefault("decided", [])
-        # Outputs exist for records up to the marker, and, should the previous owner still be
-        # alive (a rebalance), for the batch it may be finishing: health counts those one by one.
-        self.stage.restored(
-            partition,
-            careful_until=max(int(marker["offset"]), first - 1) + self.batch_size,
-            delivered_upto=int(marker["first"]) - 1,
-            decided=[(key, value) for key, value in marker["decided"]],
-        )
+        marker = read_marker(last)
+        take_over(self.stage, partition, marker, first, self.batch_size)
         self.held.add(partition)
         seconds = time.perf_counter() - started
         metrics.child(metrics.STATE_RESTORE_SECONDS, self.stage.name).observe(seconds)
@@ -284,28 +319,14 @@ class PaymentsStateLog:
         partition of the batch, in one record batch per partition when they fit (Kafka appends a
         record batch whole, so a partition's marker is there exactly when its state is)."""
         changes = self.durable.changes()
-        decided = self.stage.journal()
-        span: dict[int, list[int]] = {}  # partition → [first, highest] offset in the batch
-        for r in records:
-            partition, offset = r.partition, r.offset
-            if partition is None or offset is None:
-                continue
-            seen = span.get(partition)
-            if seen is None:
-                span[partition] = [offset, offset]
-            elif offset > seen[1]:
-                seen[1] = offset
-            elif offset < seen[0]:
-                seen[0] = offset
         messages: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for partition, keys in changes.items():
             messages[partition] = [
                 (key.encode("utf-8"), encode_value(value) if value is not None else None)
                 for key, value in keys.items()
             ]
-        for partition, (first, offset) in sorted(span.items()):
-            marker = {"offset": offset, "first": first, "decided": decided.get(partition, [])}
-            messages.setdefault(partition, []).append((MARKER, orjson.dumps(marker)))
+        for partition, marker in batch_markers(records, self.stage.journal()).items():
+            messages.setdefault(partition, []).append((MARKER, marker))
         await self.writer.write(self.topic, messages)
 
 

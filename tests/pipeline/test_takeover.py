@@ -24,8 +24,10 @@ from streams.pipeline import build_stages
 from streams.settings import Settings
 from streams.sim_callbacks import sim_settings_overrides
 from streams.simulator import generate
+from streams.statelog import batch_markers, read_marker, take_over
 
 PARTITIONS = 4
+BATCH = 200  # the dead worker's micro-batch size (what a takeover counts one by one beyond)
 SETTINGS = Settings(**sim_settings_overrides())
 TOPICS = SETTINGS.topics
 
@@ -127,31 +129,22 @@ class Logs:
             log = self.changelog.setdefault(p, [])
             for key, value in keys.items():
                 log.append((key, encode_value(value) if value is not None else None, self.clock))
-        spans: dict[int, list[int]] = {}
-        for r in journal.batch:
-            assert r.partition is not None and r.offset is not None
-            span = spans.setdefault(r.partition, [r.offset, r.offset])
-            span[0], span[1] = min(span[0], r.offset), max(span[1], r.offset)
-        for p, (first, last) in spans.items():
-            decided = orjson.loads(orjson.dumps(journal.decided.get(p, [])))
-            self.markers[p] = {"offset": last, "first": first, "decided": decided}
+        for p, marker in batch_markers(journal.batch, journal.decided).items():
+            self.markers[p] = read_marker(marker)  # as PaymentsStateLog writes and reads it
 
-    def restore(self, worker: Worker, partition: int, decided: bool = True) -> None:
-        """What PaymentsStateLog does on a takeover (`decided=False`: as if the previous owner's
-        decisions were not logged)."""
+    def restore(self, worker: Worker, partition: int, first: int, decided: bool = True) -> None:
+        """What PaymentsStateLog does on a takeover, the group resuming at offset `first`
+        (`decided=False`: as if the previous owner's decisions were not logged)."""
         items = [
             (key, decode_value(value) if value is not None else None, at)
             for key, value, at in self.changelog.get(partition, [])
         ]
         assert worker.payments.durable is not None
         worker.payments.durable.restore(partition, items)
-        marker = self.markers.get(partition, {"offset": -1, "first": 0, "decided": []})
-        worker.payments.restored(
-            partition,
-            careful_until=marker["offset"],
-            delivered_upto=marker["first"] - 1,
-            decided=[tuple(d) for d in marker["decided"]] if decided else (),
-        )
+        marker = dict(self.markers.get(partition) or read_marker(None))
+        if not decided:
+            marker["decided"] = []
+        take_over(worker.payments, partition, marker, first, BATCH)
 
 
 def decisions(outs: Sequence[Out]) -> dict[tuple[Any, ...], Any]:
@@ -175,7 +168,7 @@ def parts() -> dict[int, list[Record]]:
 def clean(parts: dict[int, list[Record]]) -> tuple[dict[str, Any], Any]:
     worker = Worker()
     logs = Logs()
-    for batch in batches(parts, dict.fromkeys(parts, 0), 200):
+    for batch in batches(parts, dict.fromkeys(parts, 0), BATCH):
         outs, _ = worker.process(batch)
         logs.send(outs)
     return worker.state, channel_counts(logs.deltas)
@@ -193,7 +186,7 @@ def test_a_successor_restores_the_state_and_counts_every_attempt_once(
     want_state, want_counts = clean
     logs = Logs()
     a = Worker()
-    a_batches = batches(parts, dict.fromkeys(parts, 0), 200)
+    a_batches = batches(parts, dict.fromkeys(parts, 0), BATCH)
     crash = len(a_batches) // 2
     for i, batch in enumerate(a_batches[: crash + 1]):
         outs, journal = a.process(batch)
@@ -213,7 +206,7 @@ def test_a_successor_restores_the_state_and_counts_every_attempt_once(
 
     b = Worker()
     for p in parts:
-        logs.restore(b, p)
+        logs.restore(b, p, committed[p])
     redelivered = 0
     for batch in batches(parts, committed, 120):
         redelivered += sum(
@@ -236,7 +229,7 @@ def test_a_successor_restores_the_state_and_counts_every_attempt_once(
     if last_batch == "logged":  # logged but not sent: B sends it, for the first time
         assert resent == 0
     else:
-        assert 0 < resent <= 200
+        assert 0 < resent <= BATCH
     assert b.state == want_state
     got_counts = channel_counts(logs.deltas)
     assert got_counts == want_counts
@@ -251,7 +244,7 @@ def test_a_successor_re_sends_the_logged_decisions(
     re-sends the decision the previous owner logged instead (without the log: some differ)."""
     logs = Logs()
     a = Worker()
-    a_batches = batches(parts, dict.fromkeys(parts, 0), 200)
+    a_batches = batches(parts, dict.fromkeys(parts, 0), BATCH)
     crash = len(a_batches) // 2
     for batch in a_batches[: crash + 1]:
         outs, journal = a.process(batch)
@@ -262,9 +255,9 @@ def test_a_successor_re_sends_the_logged_decisions(
     b = Worker()
     for batch in a_batches[:crash]:  # B has seen the same devices, IPs and merchants elsewhere
         b.process([Record(r.topic, r.value, r.key, 99, r.offset) for r in batch])
-    for p in parts:
-        logs.restore(b, p, decided=logged)
     resume = {p: marker["first"] for p, marker in logs.markers.items()}
+    for p in parts:
+        logs.restore(b, p, resume[p], decided=logged)
     same = differ = 0
     for batch in batches(parts, resume, 120):
         outs, _ = b.process(batch)
@@ -289,7 +282,7 @@ def test_without_the_offsets_a_successor_would_count_twice(
     _, want_counts = clean
     logs = Logs()
     a = Worker()
-    a_batches = batches(parts, dict.fromkeys(parts, 0), 200)
+    a_batches = batches(parts, dict.fromkeys(parts, 0), BATCH)
     crash = len(a_batches) // 2
     for batch in a_batches[:crash]:
         outs, journal = a.process(batch)
