@@ -49,7 +49,8 @@ class PaymentsStage(Stage):
             if not isinstance(state, TrackedMap):
                 state = store.state = TrackedMap("", state)
             self.durable = PartitionedState(state, exclusive=CUSTOMER_KEY)
-        # partition → the highest offset a previous owner fully handled (after a takeover)
+        # partition → the highest offset a previous owner fully handled (after a takeover; kept
+        # until the partition is handed over)
         self.delivered: dict[int, int] = {}
         # partition → (attempt key, decision value) of the decisions made since `journal` was
         # last called, kept once `journaling` is set: live, they are logged with the state
@@ -122,16 +123,14 @@ class PaymentsStage(Stage):
 
     def _not_delivered(self, records: Sequence[Record]) -> list[Record]:
         """The records a previous owner of their partition has not fully handled."""
-        delivered = self.delivered
-        kept = []
-        for r in records:
-            partition, offset = r.partition, r.offset
-            if partition is not None and offset is not None and partition in delivered:
-                if offset <= delivered[partition]:
-                    continue
-                del delivered[partition]  # past it: this partition is this worker's own now
-            kept.append(r)
-        return kept
+        # Skipped for as long as this worker holds the partition: the group can give it the
+        # same records again (after a rebalance that left it the partition, before a commit).
+        upto = self.delivered.get
+        return [
+            r
+            for r in records
+            if r.partition is None or r.offset is None or r.offset > upto(r.partition, -1)
+        ]
 
     def tick(self) -> list[Out]:
         out: list[Out] = []

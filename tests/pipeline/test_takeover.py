@@ -301,3 +301,43 @@ def test_without_the_offsets_a_successor_would_count_twice(
     attempts = sum(row[0] for key, row in got.items() if key[0] != "*")
     want = sum(row[0] for key, row in want_counts.items() if key[0] != "*")
     assert attempts > want
+
+
+def test_a_successor_getting_the_records_again_re_sends_the_same_decisions(
+    parts: dict[int, list[Record]], clean: tuple[dict[str, Any], Any]
+) -> None:
+    """After the takeover the group rebalances before B commits: B keeps its partitions and gets
+    every record again from the old committed offsets, those A delivered included. It must skip
+    A's again (it never decided them: deciding now, with later attempts in its windows, would
+    send other decisions) and re-send its own decisions unchanged."""
+    want_state, want_counts = clean
+    logs = Logs()
+    a = Worker()
+    a_batches = batches(parts, dict.fromkeys(parts, 0), BATCH)
+    crash = len(a_batches) // 2
+    for batch in a_batches[: crash + 1]:
+        outs, journal = a.process(batch)
+        logs.write_state(journal)
+        logs.send(outs)
+    committed = {p: 0 for p in parts}
+    for batch in a_batches[: crash - 3]:
+        for r in batch:
+            assert r.partition is not None and r.offset is not None
+            committed[r.partition] = r.offset + 1
+    b = Worker()
+    for p in parts:
+        logs.restore(b, p, committed[p])
+    for _ in range(2):  # the second time: the rebalance that kept B's partitions
+        for batch in batches(parts, committed, 120):
+            outs, journal = b.process(batch)
+            logs.write_state(journal)
+            logs.send(outs)
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    resent = 0
+    for d in logs.decisions:
+        ident = (d["transaction_id"], d["decided_at"])
+        resent += ident in first
+        assert d == first.setdefault(ident, d), ident
+    assert resent > len(first) // 3
+    assert b.state == want_state
+    assert channel_counts(logs.deltas) == want_counts
