@@ -10,6 +10,7 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
+from aiokafka.partitioner import murmur2
 
 from models.inputs import FraudLabel, Transaction
 
@@ -94,8 +95,24 @@ def _ts(at: datetime) -> int:
     return int(at.timestamp())
 
 
+def partition_of(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as the Java client and aiokafka) gives
+    a record with this key: a transaction's, by its customer id, for entity state per partition
+    where no partition is known (replay, backtest, training)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def state_key(entity: str, key: str, scope: int | None = None) -> str:
+    """The FeatureStore key of an entity's state: "<entity>:<key>", or with a partition scope
+    (PANTAU_ENTITY_SCOPE=partition) "<entity>:<partition>/<key>", one state per input partition.
+    A customer belongs to one partition and is never scoped."""
+    if scope is None or entity == "customer":
+        return f"{entity}:{key}"
+    return f"{entity}:{scope}/{key}"
+
+
 def entity_keys(tx: Transaction) -> dict[str, str | None]:
-    """The state key of each entity a transaction touches (None when the field is absent)."""
+    """The key of each entity a transaction touches (None when the field is absent)."""
     card = f"{tx.card_bin}:{tx.card_last4}" if tx.card_bin and tx.card_last4 else None
     return {
         "customer": tx.customer_id,
@@ -515,12 +532,12 @@ class FeatureStore:
         where = 4 + 17 * n
         index = _U32_1.unpack_from(shard, where + 4 * found)[0]
         merchant = shard[where + 4 * n :].split(_END)[index].decode()
-        state_key = f"merchant:{merchant}"
+        merchant_key = f"merchant:{merchant}"  # with its scope, if it had one (`apply`)
         day = _ts(label.reported_at) // DAY
-        entry = decode(self.state.get(state_key), day)
+        entry = decode(self.state.get(merchant_key), day)
         day -= entry.base
         entry.frauds[day] = entry.frauds.get(day, 0) + 1
-        self.state[state_key] = encode(entry)
+        self.state[merchant_key] = encode(entry)
         return True
 
     def expire_labels(self, now: datetime) -> None:
@@ -541,8 +558,11 @@ class FeatureStore:
                 del self.tx_merchants[key]
 
     # ---- transactions ------------------------------------------------------------------------
-    def apply(self, tx: Transaction) -> dict[str, Any]:
-        """Update state with one transaction (once, even if redelivered) and return its features."""
+    def apply(self, tx: Transaction, scope: int | None = None) -> dict[str, Any]:
+        """Update state with one transaction (once, even if redelivered) and return its features.
+
+        `scope`: the input partition the transaction came from, to keep device, card, IP and
+        merchant state per partition (see `state_key`); None keeps one state per entity."""
         ts = _ts(tx.created_at)
         day = ts // DAY
         amount = float(tx.amount)
@@ -569,11 +589,13 @@ class FeatureStore:
         for entity in ENTITIES[1:]:
             key = keys[entity]
             if key is not None:
-                state_keys[entity] = state_key = f"{entity}:{key}"
-                entries[entity] = decode(state.get(state_key), day)
+                state_keys[entity] = scoped = state_key(entity, key, scope)
+                entries[entity] = decode(state.get(scoped), day)
         if first_delivery:
             seen[dedup] = cts
-            self._remember(tx.transaction_id, tx.merchant_id, ts)
+            # a late label counts for the merchant state this transaction counted in
+            merchant_id = tx.merchant_id if scope is None else f"{scope}/{tx.merchant_id}"
+            self._remember(tx.transaction_id, merchant_id, ts)
         so = customer.so
         if cts - (cts if so is None else so) >= DEDUP_SECONDS or len(seen) > MAX_DISTINCT:
             _prune_times(seen, cts, DEDUP_SECONDS)

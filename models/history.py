@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from models.features import FeatureStore
+from models.features import FeatureStore, partition_of
 from models.inputs import FraudLabel, Transaction
 from streams.core import Record
 from streams.topics import Topics
@@ -87,9 +87,11 @@ def replay_history(
     batch_size: int = 500,
     history: History | None = None,
     progress: Callable[[int, int], None] | None = None,
+    partitions: int | None = None,
 ) -> Iterator[Batch]:
     """Yield batches of transactions and their features; the file's fraud.labels reach the store
-    at their reported_at, exactly as replay and live scoring see them."""
+    at their reported_at, exactly as replay and live scoring see them. `partitions`: keep
+    device, card, IP and merchant state per partition of that many (PANTAU_ENTITY_SCOPE)."""
     topics = Topics()
     records = _records([events], topics)
     store = store if store is not None else FeatureStore()
@@ -99,7 +101,10 @@ def replay_history(
     total = len(records)
 
     def flush() -> Batch:
-        rows = [store.apply(tx) for tx in pending]
+        if partitions is None:
+            rows = [store.apply(tx) for tx in pending]
+        else:
+            rows = [store.apply(tx, partition_of(tx.customer_id, partitions)) for tx in pending]
         batch = Batch(list(pending), rows)
         pending.clear()
         return batch

@@ -53,12 +53,18 @@ class Dataset:
 
 
 def build_dataset(
-    events: Path, labels: Path | None, *, progress: Progress | None = None
+    events: Path,
+    labels: Path | None,
+    *,
+    progress: Progress | None = None,
+    partitions: int | None = None,
 ) -> Dataset:
     """Run the feature core over the history exactly as replay does; targets from LABELS (or,
-    without it, from the events file's own fraud.labels)."""
+    without it, from the events file's own fraud.labels). `partitions`: entity state per
+    partition (PANTAU_ENTITY_SCOPE=partition)."""
     data = Dataset()
-    for batch in replay_history(events, history=data.history, progress=progress):
+    batches = replay_history(events, history=data.history, progress=progress, partitions=partitions)
+    for batch in batches:
         for tx, row in zip(batch.transactions, batch.rows, strict=True):
             data.rows.append(row)
             data.times.append(tx.created_at)
@@ -166,9 +172,11 @@ def train(
     gap: timedelta | None = None,
     progress: Progress | None = None,
     data: Dataset | None = None,
+    partitions: int | None = None,
 ) -> dict[str, Any]:
     """Fit on the early history, measure on the later holdout, write artifact and model card."""
-    data = data if data is not None else build_dataset(events, labels, progress=progress)
+    if data is None:
+        data = build_dataset(events, labels, progress=progress, partitions=partitions)
     split = time_split(data, test_fraction, gap)
     y_train = data.labels(known_by=split.test_start)[split.train]
     y_test = data.labels()[split.test]
@@ -209,11 +217,16 @@ def train(
 
 
 def evaluate(
-    model_dir: Path, events: Path, labels: Path | None, *, progress: Progress | None = None
+    model_dir: Path,
+    events: Path,
+    labels: Path | None,
+    *,
+    progress: Progress | None = None,
+    partitions: int | None = None,
 ) -> dict[str, Any]:
     """Score every attempt of a labelled history with a model directory and measure it."""
     model = load_model(model_dir)
-    data = build_dataset(events, labels, progress=progress)
+    data = build_dataset(events, labels, progress=progress, partitions=partitions)
     if not data.rows:
         raise TrainingError("no transactions in the events file")
     scores = np.concatenate(

@@ -87,8 +87,10 @@ def backtest(
     model: Model | None = None,
     progress: Callable[[int, int], None] | None = None,
     batch_size: int = 500,
+    partitions: int | None = None,
 ) -> BacktestResult:
-    """Replay EVENTS through the feature core once; decide every attempt under both packs."""
+    """Replay EVENTS through the feature core once; decide every attempt under both packs
+    (`partitions`: entity state per partition, as live with PANTAU_ENTITY_SCOPE=partition)."""
     from streams.fraud import FraudScorer
 
     result = BacktestResult(candidate.label, active.label, labelled=labels is not None)
@@ -101,7 +103,7 @@ def backtest(
                 tally.mode = rule.rule.mode.value
     for batch in replay_history(
         events, store=scorer.store, batch_size=batch_size, history=result.history,
-        progress=progress,
+        progress=progress, partitions=partitions,
     ):  # fmt: skip
         txs = batch.transactions
         scores = scorer.model_scores(batch.rows)

@@ -421,6 +421,12 @@ def rules_check(
     )
 
 
+def _scope_partitions() -> int | None:
+    """The partition count when entity state is kept per partition (PANTAU_ENTITY_SCOPE)."""
+    settings = load_settings()
+    return settings.partitions if settings.entity_scope == "partition" else None
+
+
 @rules_app.command("backtest")
 def rules_backtest(
     pack: Annotated[Path, typer.Argument(help="candidate rule pack YAML file")],
@@ -456,7 +462,7 @@ def rules_backtest(
 
         try:
             result = backtest(candidate, active, events, labels=labels, model=fraud_model,
-                              progress=tick)
+                              progress=tick, partitions=_scope_partitions())
         except HistoryError as exc:
             usage_error(str(exc))
     out = Console()
@@ -528,7 +534,7 @@ def train(
 
         try:
             card = run_train(events, labels, out, kind=kind, test_fraction=holdout, gap=gap,
-                             progress=tick)
+                             progress=tick, partitions=_scope_partitions())
         except HistoryError as exc:
             usage_error(str(exc))
         except (TrainingError, ArtifactError) as exc:
@@ -568,7 +574,9 @@ def evaluate(
             progress.update(task, completed=done, total=total)
 
         try:
-            result = run_evaluate(model_dir, events, labels, progress=tick)
+            result = run_evaluate(
+                model_dir, events, labels, progress=tick, partitions=_scope_partitions()
+            )
         except (ArtifactError, HistoryError) as exc:
             usage_error(str(exc))
         except TrainingError as exc:

@@ -13,7 +13,9 @@ from streams.core import Out
 class FraudScorer(Protocol):
     """Scores a micro-batch of transactions (features, rules, model) into decisions, in order."""
 
-    def score(self, transactions: Sequence[Transaction]) -> list[FraudDecision]: ...
+    def score(
+        self, transactions: Sequence[Transaction], scopes: Sequence[int | None] | None = None
+    ) -> list[FraudDecision]: ...
 
 
 class VatTagger(Protocol):

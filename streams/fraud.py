@@ -101,9 +101,15 @@ class FraudScorer:
         self.pack = pack
         metrics.fraud_versions(pack.label, self.model.version if self.model else "none")
 
-    def features(self, transactions: Sequence[Transaction]) -> list[dict[str, Any]]:
-        """Apply a batch to the feature state and return its rows (in order)."""
-        return [self.store.apply(tx) for tx in transactions]
+    def features(
+        self, transactions: Sequence[Transaction], scopes: Sequence[int | None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Apply a batch to the feature state and return its rows (in order); `scopes`: each
+        transaction's input partition when entity state is kept per partition."""
+        apply = self.store.apply
+        if scopes is None:
+            return [apply(tx) for tx in transactions]
+        return [apply(tx, scope) for tx, scope in zip(transactions, scopes, strict=True)]
 
     def model_scores(self, rows: list[dict[str, Any]]) -> Any:
         """The model's probabilities for a batch of rows (None without a model)."""
@@ -142,9 +148,12 @@ class FraudScorer:
             )
         return out
 
-    def score(self, transactions: Sequence[Transaction]) -> list[FraudDecision]:
+    def score(
+        self, transactions: Sequence[Transaction], scopes: Sequence[int | None] | None = None
+    ) -> list[FraudDecision]:
         """Decisions for a micro-batch, in order. A redelivered attempt (same attempt key, e.g.
-        an unacknowledged batch read again) gets the decision it already had."""
+        an unacknowledged batch read again) gets the decision it already had. `scopes`: see
+        `features`."""
         started = time.perf_counter()
         pack = self.pack  # one pack for the whole batch
         keys = [attempt_key(tx) for tx in transactions]
@@ -154,8 +163,12 @@ class FraudScorer:
             if key not in self.recent and key not in batch_keys:
                 batch_keys.add(key)
                 fresh.append(i)
-        txs = [transactions[i] for i in fresh] if len(fresh) < len(keys) else list(transactions)
-        rows = self.features(txs)
+        if len(fresh) < len(keys):
+            txs = [transactions[i] for i in fresh]
+            scopes = [scopes[i] for i in fresh] if scopes is not None else None
+        else:
+            txs = list(transactions)
+        rows = self.features(txs, scopes)
         self.rows = rows
         decided = self.decide_rows(txs, rows, pack)
         for i, decision in zip(fresh, decided, strict=True):

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from models.common import SCHEMA_VERSION
-from models.features import attempt_key, entity_keys
+from models.features import attempt_key, entity_keys, partition_of, state_key
 from models.inputs import Transaction
 from models.outputs import Action, FraudDecision, VatTag
 from streams.codec import Decoder
@@ -33,8 +33,13 @@ class PaymentsStage(Stage):
         observers: Sequence[BatchObserver] = (),
         max_bytes: int = 1_000_000,
         lateness: timedelta = timedelta(seconds=30),
+        scope_partitions: int | None = None,
     ) -> None:
         self.topics = topics
+        # With a partition count, device, card, IP and merchant state is kept per input
+        # partition (PANTAU_ENTITY_SCOPE=partition): the partition a record came from, or in a
+        # replay the one Kafka's default partitioner gives its customer id.
+        self.scope_partitions = scope_partitions
         self.fraud = fraud
         self.vat = vat
         self.observers = list(observers)
@@ -48,7 +53,9 @@ class PaymentsStage(Stage):
             state = store.state
             if not isinstance(state, TrackedMap):
                 state = store.state = TrackedMap("", state)
-            self.durable = PartitionedState(state, exclusive=CUSTOMER_KEY)
+            # per partition, every key belongs to one partition, as the customer's do
+            exclusive = CUSTOMER_KEY if scope_partitions is None else ""
+            self.durable = PartitionedState(state, exclusive=exclusive)
         # partition → the highest offset a previous owner fully handled (after a takeover; kept
         # until the partition is handed over)
         self.delivered: dict[int, int] = {}
@@ -71,6 +78,8 @@ class PaymentsStage(Stage):
         origins: list[tuple[int | None, int | None]] = []  # each valid one's (partition, offset)
         positions: dict[int | None, datetime] = {}  # partition → its latest event time
         durable = self.durable
+        partitions = self.scope_partitions
+        scopes: list[int | None] | None = [] if partitions is not None else None
         for record in records:
             event, letter = self.decoder.decode(record)
             if letter is not None:
@@ -80,10 +89,16 @@ class PaymentsStage(Stage):
                 assert isinstance(event, Transaction)
                 valid.append(event)
                 origins.append((record.partition, record.offset))
+                scope = None
+                if scopes is not None:
+                    scope = record.partition
+                    if scope is None:
+                        scope = partition_of(event.customer_id, partitions or 1)
+                    scopes.append(scope)
                 if durable is not None and record.partition is not None:
                     for entity, key in entity_keys(event).items():
                         if key is not None:
-                            durable.own(f"{entity}:{key}", record.partition)
+                            durable.own(state_key(entity, key, scope), record.partition)
                 at = event.created_at
                 self.clock.observe(at)
                 if at > positions.get(record.partition, EPOCH):
@@ -104,7 +119,9 @@ class PaymentsStage(Stage):
             hook = getattr(observer, "origins", None)
             if hook is not None:
                 hook(origins)
-        decisions = self.fraud.score(valid) if self.fraud is not None else [None] * len(valid)
+        decisions = (
+            self.fraud.score(valid, scopes) if self.fraud is not None else [None] * len(valid)
+        )
         enriched_topic = self.topics.enriched
         decisions_topic = self.topics.decisions
         decided = self._decided if self.journaling else None

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         default=1_000_000, ge=1024, description="larger values dead-letter"
     )
     allowed_lateness_s: float = Field(default=30.0, ge=0, description="event-time watermark lag")
+    entity_scope: Literal["worker", "partition"] = Field(
+        default="worker",
+        description="device, card, IP and merchant fraud state: one per worker (sees every "
+        "partition the worker holds) or one per input partition (decisions the same whatever "
+        "the number of workers, equal to a replay's; velocity sees one partition's customers)",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO",
         description="Pantau's own log level (takeovers and hand-overs log at INFO; Faust and "

@@ -282,3 +282,36 @@ def test_windows_match_a_brute_force_count(gaps: list[int], failed: list[bool]) 
             assert f[f"device_amount_{window}"] == sum(a for _, a, _ in inside), window
         hour = [x for t, _, x in seen[:-1] if 0 <= at // 300 - t // 300 < 12]
         assert f["customer_failures_1h"] == sum(hour)
+
+
+def test_a_partition_scope_keeps_one_entity_state_per_partition() -> None:
+    store = FeatureStore()
+    # One device, card and IP, used by customers of two partitions.
+    for i in range(3):
+        store.apply(tx(i, T0 + timedelta(minutes=i), customer_id="c-1"), scope=0)
+    f = store.apply(tx(9, T0 + timedelta(minutes=4), customer_id="c-2"), scope=5)
+    assert (f["device_count_10m"], f["card_count_10m"], f["ip_count_10m"]) == (1, 1, 1)
+    assert f["merchant_count_10m"] == 1
+    f = store.apply(tx(3, T0 + timedelta(minutes=5), customer_id="c-1"), scope=0)
+    assert (f["device_count_10m"], f["merchant_count_10m"]) == (4, 4)
+    assert sorted(k for k in store.state if k.startswith("device:")) == [
+        "device:0/d-1",
+        "device:5/d-1",
+    ]
+    # Without a scope, the same attempts share one state per entity.
+    shared = FeatureStore()
+    for i in range(3):
+        shared.apply(tx(i, T0 + timedelta(minutes=i), customer_id="c-1"))
+    f = shared.apply(tx(9, T0 + timedelta(minutes=4), customer_id="c-2"))
+    assert (f["device_count_10m"], f["merchant_count_10m"]) == (4, 4)
+
+
+def test_a_late_label_counts_for_the_merchant_state_of_its_own_partition() -> None:
+    store = FeatureStore()
+    store.apply(tx(1, T0, customer_id="c-1"), scope=2)
+    store.apply(tx(2, T0, customer_id="c-2"), scope=3)
+    assert store.add_label(FraudLabel(transaction_id="trx-1", fraud=True, reported_at=T0))
+    f = store.apply(tx(3, T0 + timedelta(hours=1), customer_id="c-1"), scope=2)
+    assert f["merchant_frauds_30d"] == 1
+    f = store.apply(tx(4, T0 + timedelta(hours=1), customer_id="c-2"), scope=3)
+    assert f["merchant_frauds_30d"] == 0
