@@ -29,6 +29,7 @@ SendFn = Callable[[str, bytes | None, bytes | None, int | None], Awaitable[Await
 Raw = tuple[str, bytes | None, bytes | None, int | None]
 
 SEND_RETRY_MAX_S = 5.0
+BROADCAST_WAIT_MS = 100  # how long a broadcast reader (rule packs, labels) waits for records
 
 
 def encode(out: Out) -> tuple[bytes | None, bytes]:
@@ -255,7 +256,8 @@ class BroadcastReader:
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             ends = await consumer.end_offsets(parts)
-            timeout_ms = int(self.settings.batch_within_s * 1000)
+            # rule packs and labels need no millisecond latency: no busy polling when idle
+            timeout_ms = max(BROADCAST_WAIT_MS, int(self.settings.batch_within_s * 1000))
             while not self._stopping.is_set():
                 batches = await consumer.getmany(
                     timeout_ms=timeout_ms, max_records=self.settings.batch_size
