@@ -594,8 +594,8 @@ class FeatureStore:
         if first_delivery:
             seen[dedup] = cts
             # a late label counts for the merchant state this transaction counted in
-            merchant_id = tx.merchant_id if scope is None else f"{scope}/{tx.merchant_id}"
-            self._remember(tx.transaction_id, merchant_id, ts)
+            merchant_name = state_keys["merchant"].removeprefix("merchant:")
+            self._remember(tx.transaction_id, merchant_name, ts)
         so = customer.so
         if cts - (cts if so is None else so) >= DEDUP_SECONDS or len(seen) > MAX_DISTINCT:
             _prune_times(seen, cts, DEDUP_SECONDS)

@@ -421,12 +421,6 @@ def rules_check(
     )
 
 
-def _scope_partitions() -> int | None:
-    """The partition count when entity state is kept per partition (PANTAU_ENTITY_SCOPE)."""
-    settings = load_settings()
-    return settings.partitions if settings.entity_scope == "partition" else None
-
-
 @rules_app.command("backtest")
 def rules_backtest(
     pack: Annotated[Path, typer.Argument(help="candidate rule pack YAML file")],
@@ -462,7 +456,7 @@ def rules_backtest(
 
         try:
             result = backtest(candidate, active, events, labels=labels, model=fraud_model,
-                              progress=tick, partitions=_scope_partitions())
+                              progress=tick, partitions=load_settings().scope_partitions())
         except HistoryError as exc:
             usage_error(str(exc))
     out = Console()
@@ -534,7 +528,7 @@ def train(
 
         try:
             card = run_train(events, labels, out, kind=kind, test_fraction=holdout, gap=gap,
-                             progress=tick, partitions=_scope_partitions())
+                             progress=tick, partitions=load_settings().scope_partitions())
         except HistoryError as exc:
             usage_error(str(exc))
         except (TrainingError, ArtifactError) as exc:
@@ -574,9 +568,8 @@ def evaluate(
             progress.update(task, completed=done, total=total)
 
         try:
-            result = run_evaluate(
-                model_dir, events, labels, progress=tick, partitions=_scope_partitions()
-            )
+            partitions = load_settings().scope_partitions()
+            result = run_evaluate(model_dir, events, labels, progress=tick, partitions=partitions)
         except (ArtifactError, HistoryError) as exc:
             usage_error(str(exc))
         except TrainingError as exc:

@@ -97,7 +97,7 @@ def build_stages(settings: Settings) -> list[Stage]:
         observers=[settlement_feed, health_observer],
         max_bytes=settings.max_message_bytes,
         lateness=lateness,
-        scope_partitions=settings.partitions if settings.entity_scope == "partition" else None,
+        scope_partitions=settings.scope_partitions(),
     )
     return [payments, *fraud_stages, *settlement_stages, health, health_state]
 

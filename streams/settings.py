@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _SecretsFileSource(settings_cls), file_secret_settings)
 
+    def scope_partitions(self) -> int | None:
+        """The partition count entity state is kept per (PANTAU_ENTITY_SCOPE=partition), or
+        None for one state per worker."""
+        return self.partitions if self.entity_scope == "partition" else None
+
     def secrets_for(self, provider: str, merchant_id: str | None = None) -> list[SecretStr]:
         """The valid secrets for a provider (merchant-specific ones first)."""
         found: list[SecretStr] = []
