@@ -155,6 +155,30 @@ def decisions(outs: Sequence[Out]) -> dict[tuple[Any, ...], Any]:
     }
 
 
+def committed_after(
+    parts: dict[int, list[Record]], done: Sequence[Sequence[Record]]
+) -> dict[int, int]:
+    """The offsets the group has committed once every record of `done` was acknowledged."""
+    committed = {p: 0 for p in parts}
+    for batch in done:
+        for r in batch:
+            assert r.partition is not None and r.offset is not None
+            committed[r.partition] = r.offset + 1
+    return committed
+
+
+def resent_identical(sent: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """How many decisions were sent again, and how many distinct ones were sent; every one sent
+    again must be identical to the first."""
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    resent = 0
+    for d in sent:
+        ident = (d["transaction_id"], d["decided_at"])
+        resent += ident in first
+        assert d == first.setdefault(ident, d), ident
+    return resent, len(first)
+
+
 def channel_counts(deltas: Sequence[Record]) -> dict[tuple[str, str, int], list[int]]:
     return health_counts(TOPICS, [(r.partition, r.offset, r.value) for r in deltas])
 
@@ -196,11 +220,7 @@ def test_a_successor_restores_the_state_and_counts_every_attempt_once(
             logs.send(outs)
         elif last_batch == "half":
             logs.send(outs, keep=lambda out: zlib.crc32(orjson.dumps(out.value)) % 2 == 0)
-    committed: dict[int, int] = {p: 0 for p in parts}
-    for batch in a_batches[: crash - 3]:
-        for r in batch:
-            assert r.partition is not None and r.offset is not None
-            committed[r.partition] = r.offset + 1
+    committed = committed_after(parts, a_batches[: crash - 3])
     assert sum(committed.values()) > 0
     logged_upto = {p: marker["offset"] for p, marker in logs.markers.items()}
 
@@ -218,14 +238,7 @@ def test_a_successor_restores_the_state_and_counts_every_attempt_once(
     assert redelivered > 100  # B did see A's records again (otherwise nothing was tested)
 
     # Every decision sent twice is the same twice; only A's last logged batch is sent again.
-    first: dict[tuple[str, str], dict[str, Any]] = {}
-    resent = 0
-    for d in logs.decisions:
-        ident = (d["transaction_id"], d["decided_at"])
-        if ident in first:
-            resent += 1
-            assert d == first[ident], ident
-        first.setdefault(ident, d)
+    resent, _ = resent_identical(logs.decisions)
     if last_batch == "logged":  # logged but not sent: B sends it, for the first time
         assert resent == 0
     else:
@@ -288,11 +301,7 @@ def test_without_the_offsets_a_successor_would_count_twice(
         outs, journal = a.process(batch)
         logs.write_state(journal)
         logs.send(outs)
-    committed = {p: 0 for p in parts}
-    for batch in a_batches[: crash - 3]:
-        for r in batch:
-            assert r.partition is not None and r.offset is not None
-            committed[r.partition] = r.offset + 1
+    committed = committed_after(parts, a_batches[: crash - 3])
     b = Worker()
     for batch in batches(parts, committed, 120):
         outs, _ = b.process(batch)
@@ -319,11 +328,7 @@ def test_a_successor_getting_the_records_again_re_sends_the_same_decisions(
         outs, journal = a.process(batch)
         logs.write_state(journal)
         logs.send(outs)
-    committed = {p: 0 for p in parts}
-    for batch in a_batches[: crash - 3]:
-        for r in batch:
-            assert r.partition is not None and r.offset is not None
-            committed[r.partition] = r.offset + 1
+    committed = committed_after(parts, a_batches[: crash - 3])
     b = Worker()
     for p in parts:
         logs.restore(b, p, committed[p])
@@ -332,12 +337,7 @@ def test_a_successor_getting_the_records_again_re_sends_the_same_decisions(
             outs, journal = b.process(batch)
             logs.write_state(journal)
             logs.send(outs)
-    first: dict[tuple[str, str], dict[str, Any]] = {}
-    resent = 0
-    for d in logs.decisions:
-        ident = (d["transaction_id"], d["decided_at"])
-        resent += ident in first
-        assert d == first.setdefault(ident, d), ident
-    assert resent > len(first) // 3
+    resent, distinct = resent_identical(logs.decisions)
+    assert resent > distinct // 3
     assert b.state == want_state
     assert channel_counts(logs.deltas) == want_counts
