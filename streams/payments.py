@@ -59,6 +59,10 @@ class PaymentsStage(Stage):
         # partition → the highest offset a previous owner fully handled (after a takeover; kept
         # until the partition is handed over)
         self.delivered: dict[int, int] = {}
+        # partition → (the highest offset of the previous owner's last logged batch, the
+        # decisions it logged for it), until this worker's batches pass that offset: its own
+        # markers carry them on, should it die before (streams/statelog.py:payments_markers)
+        self.inherited: dict[int, tuple[int, list[tuple[str, dict[str, Any]]]]] = {}
         # partition → (attempt key, decision value) of the decisions made since `journal` was
         # last called, kept once `journaling` is set: live, they are logged with the state
         # before any output is sent (streams/statelog.py).
@@ -71,7 +75,7 @@ class PaymentsStage(Stage):
 
     def process(self, records: Sequence[Record]) -> list[Out]:
         if self.delivered:
-            records = self._not_delivered(records)
+            records = self.not_delivered(records)
         out: list[Out] = []
         valid: list[Transaction] = []
         rejected: list[Record] = []
@@ -138,8 +142,9 @@ class PaymentsStage(Stage):
             out.extend(observer.observe(valid))
         return out
 
-    def _not_delivered(self, records: Sequence[Record]) -> list[Record]:
-        """The records a previous owner of their partition has not fully handled."""
+    def not_delivered(self, records: Sequence[Record]) -> list[Record]:
+        """The records a previous owner of their partition has not fully handled (the ones this
+        worker decides; the rest it skips)."""
         # Skipped for as long as this worker holds the partition: the group can give it the
         # same records again (after a rebalance that left it the partition, before a commit).
         upto = self.delivered.get
@@ -169,15 +174,19 @@ class PaymentsStage(Stage):
         careful_until: int,
         delivered_upto: int = -1,
         decided: Sequence[tuple[str, dict[str, Any]]] = (),
+        logged_upto: int = -1,
     ) -> None:
         """A worker took over `partition` and restored its state. Records up to offset
         `delivered_upto` were processed by the previous owner, their outputs delivered and their
         state in what was restored: they are skipped. Records up to `careful_until` may have been
         processed by it (optional observer hook `restored`: health counts those one by one so a
         repeat is recognised). `decided`: the decisions it logged for its last batch (attempt
-        key, decision value), which it may have sent: those attempts get them again."""
+        key, decision value), which it may have sent: those attempts get them again;
+        `logged_upto`: the highest offset of that batch."""
         if delivered_upto >= 0:
             self.delivered[partition] = delivered_upto
+        if decided and logged_upto > delivered_upto:
+            self.inherited[partition] = (logged_upto, list(decided))
         remember = getattr(self.fraud, "remember", None)
         if decided and remember is not None:
             remember((key, FraudDecision.model_validate(value)) for key, value in decided)

@@ -211,6 +211,30 @@ def batch_markers(
     }
 
 
+def payments_markers(stage: PaymentsStage, records: Sequence[Record]) -> dict[int, bytes]:
+    """The payments stage's markers for a batch it has processed. The next owner decides every
+    record from a marker's first offset on afresh, except those the marker logs a decision for;
+    so a marker covers only the records this worker decided (not those it skipped because a
+    previous owner delivered them), and while this worker is still inside the previous owner's
+    last logged batch, it carries that batch's decisions and end on (the previous owner may have
+    sent them; this worker's state already holds them)."""
+    decided = stage.journal()
+    if stage.delivered:
+        records = stage.not_delivered(records)
+    markers = batch_markers(records, decided)
+    for partition in [p for p in stage.inherited if p in markers]:
+        upto, logged = stage.inherited[partition]
+        marker = orjson.loads(markers[partition])
+        if marker["offset"] >= upto:
+            del stage.inherited[partition]  # past it: its own decisions cover the rest
+            continue
+        mine = {key for key, _ in marker["decided"]}
+        marker["decided"] = [*[d for d in logged if d[0] not in mine], *marker["decided"]]
+        marker["offset"] = upto
+        markers[partition] = orjson.dumps(marker)
+    return markers
+
+
 def read_marker(value: bytes | None) -> dict[str, Any]:
     """A partition's latest marker (none: nothing was ever logged). A marker written before
     decisions were logged ({"offset"} only) closed a delivered batch: everything up to it is
@@ -234,6 +258,7 @@ def take_over(
         careful_until=max(int(marker["offset"]), first - 1) + batch_size,
         delivered_upto=int(marker["first"]) - 1,
         decided=[(key, value) for key, value in marker["decided"]],
+        logged_upto=int(marker["offset"]),
     )
 
 
@@ -272,6 +297,7 @@ class PaymentsStateLog:
         """The group's new assignment: forget the partitions another worker now owns."""
         for partition in sorted(self.held - partitions):
             self.stage.delivered.pop(partition, None)
+            self.stage.inherited.pop(partition, None)
             dropped = self.durable.drop(partition)
             log.info("state of partition %d handed over (%d keys dropped)", partition, dropped)
         self.held &= partitions
@@ -325,7 +351,7 @@ class PaymentsStateLog:
                 (key.encode("utf-8"), encode_value(value) if value is not None else None)
                 for key, value in keys.items()
             ]
-        for partition, marker in batch_markers(records, self.stage.journal()).items():
+        for partition, marker in payments_markers(self.stage, records).items():
             messages.setdefault(partition, []).append((MARKER, marker))
         await self.writer.write(self.topic, messages)
 
