@@ -200,24 +200,38 @@ def _sharded(stages: list[Stage]) -> list[Stage]:
 
 
 def _add_durable_state(app: faust.App, runtime: Runtime) -> None:
-    """The payments stage's feature state to its changelog, the health shards rebuilt on
-    takeover; both follow the group's assignment."""
+    """The payments, callbacks and settlement stages' state to their changelogs, the health
+    shards rebuilt on takeover; all follow the group's assignment."""
     from streams.health import HealthShards
     from streams.payments import PaymentsStage
+    from streams.settlement import CallbacksStage, SettlementStage
     from streams.statelog import (
         HealthRestorer,
+        KeyedStateLog,
         PartitionReader,
         PartitionWriter,
         PaymentsStateLog,
     )
 
-    reader = PartitionReader(runtime.settings)
+    # A reader each: the stages restore at the same time, and a reader's consumer reads one
+    # partition at a time.
+    settings = runtime.settings
     for stage in runtime.stages:
         if isinstance(stage, PaymentsStage) and stage.durable is not None:
-            writer = PartitionWriter(runtime.settings)
-            runtime.durables[stage.name] = PaymentsStateLog(stage, runtime.settings, writer, reader)
+            runtime.durables[stage.name] = PaymentsStateLog(
+                stage, settings, PartitionWriter(settings), PartitionReader(settings)
+            )
+        elif isinstance(stage, SettlementStage | CallbacksStage):
+            topic = (
+                settings.topics.settlement_state
+                if isinstance(stage, SettlementStage)
+                else settings.topics.callbacks_state
+            )
+            runtime.durables[stage.name] = KeyedStateLog(
+                stage, topic, PartitionWriter(settings), PartitionReader(settings)
+            )
         elif isinstance(stage, HealthShards):
-            runtime.durables[stage.name] = HealthRestorer(stage, reader)
+            runtime.durables[stage.name] = HealthRestorer(stage, PartitionReader(settings))
     if not runtime.durables:
         return
     topic_of = {s.name: s.consumes[0] for s in runtime.stages if s.name in runtime.durables}

@@ -146,3 +146,70 @@ class PartitionedState:
             data.pop(key, None)
             del self.owner[key]
         return len(gone)
+
+
+class PartitionedMaps:
+    """Several TrackedMaps whose every key belongs to one source partition: a stage's state for a
+    changelog per partition of its input, when each key is about one input key (a transaction)
+    or is kept per partition (`<partition>/<name>`). A key's partition is set by `own` before it
+    is first written; a partition taken over loads its keys, one handed over drops them. In the
+    changelog a key is `<map name>/<key>`."""
+
+    def __init__(self, maps: dict[str, TrackedMap]) -> None:
+        self.maps = maps
+        self.owner: dict[str, int] = {}  # key → its source partition (one key names one thing)
+
+    def own(self, key: str, partition: int) -> None:
+        self.owner[key] = partition
+
+    def changes(self) -> dict[int, dict[str, Any]]:
+        """partition → {"<map>/<key>": current value, or None when deleted} changed since the
+        last call; keys of no known partition (replay) are left out. A key no map holds any more
+        is forgotten, so the owners stay as many as the keys."""
+        out: dict[int, dict[str, Any]] = {}
+        owner = self.owner
+        gone: list[str] = []
+        for name, tracked in self.maps.items():
+            data = tracked.data
+            for key in tracked.drain():
+                partition = owner.get(key)
+                if partition is None:
+                    continue
+                value = data.get(key)
+                out.setdefault(partition, {})[f"{name}/{key}"] = value
+                if value is None:
+                    gone.append(key)
+        for key in gone:
+            if not any(key in tracked.data for tracked in self.maps.values()):
+                owner.pop(key, None)
+        return out
+
+    def restore(self, partition: int, items: Iterable[tuple[str, Any, int]]) -> int:
+        """Load a partition's changelog (oldest first: changelog key, value or None, write time);
+        returns how many keys it holds afterwards. Keys of maps this state lacks are ignored."""
+        latest: dict[str, Any] = {}
+        for key, value, _at in items:
+            latest.pop(key, None)  # the latest write last: maps keep their arrival order
+            latest[key] = value
+        held = 0
+        for ckey, value in latest.items():
+            name, _, key = ckey.partition("/")
+            tracked = self.maps.get(name)
+            if tracked is None:
+                continue
+            if value is None:
+                tracked.data.pop(key, None)
+            else:
+                tracked.data[key] = value
+                self.owner[key] = partition
+                held += 1
+        return held
+
+    def drop(self, partition: int) -> int:
+        """Forget the keys of a partition this worker no longer owns; returns how many."""
+        gone = [k for k, p in self.owner.items() if p == partition]
+        for key in gone:
+            del self.owner[key]
+            for tracked in self.maps.values():
+                tracked.data.pop(key, None)
+        return len(gone)

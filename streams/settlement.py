@@ -9,7 +9,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import yaml
@@ -24,6 +24,7 @@ from streams.alerts import AlertTracker
 from streams.callbacks import FINAL_STATUSES, CallbackVerifier, FactStatus, Untrusted
 from streams.codec import Decoder, dead_letter, describe_errors
 from streams.core import EventClock, Out, Record, Stage
+from streams.durable import PartitionedMaps, TrackedMap
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -254,6 +255,18 @@ class WindowCounter:
         return list(self.state.keys())
 
 
+def scoped(partition: int | None, key: str) -> str:
+    """A window key kept per source partition live (`<partition>/<key>`); the key itself where
+    there are no partitions (a replay)."""
+    return key if partition is None else f"{partition}/{key}"
+
+
+def unscoped(key: str) -> str:
+    """The key a `scoped` key is about."""
+    head, sep, rest = key.partition("/")
+    return rest if sep and head.isdigit() else key
+
+
 def expire_front(
     state: MutableMapping[str, Any], horizon: float, at: Callable[[Any], float]
 ) -> None:
@@ -286,6 +299,12 @@ class CallbacksStage(Stage):
     body) changes nothing: it is dead-lettered with its reason, counted by provider and reason,
     and a burst raises `callback_signature_failures`. A duplicate (same provider, reference and
     status) is dropped.
+
+    The dedup memory names the record that first carried each fact (`seen`: key → [received,
+    partition, offset]): that record read again (a redelivery) sends its fact again, identical,
+    any other is a duplicate. So live its state can go to a changelog before the outputs are
+    sent (`journal_state`, streams/statelog.py) and nothing is lost when a worker dies between
+    the two; the signature-failure counts are kept per partition and summed when judged.
     """
 
     name = "callbacks"
@@ -320,10 +339,35 @@ class CallbacksStage(Stage):
             Callback, topics.deadletter, max_bytes=max_bytes, refuse_card_numbers=False
         )
         self.clock = EventClock(lateness=lateness)
+        self.durable: PartitionedMaps | None = None
 
     @property
     def consumes(self) -> tuple[str, ...]:
         return (self.topics.callbacks,)
+
+    def state_maps(self) -> dict[str, MutableMapping[str, Any]]:
+        """The state by name, as its changelog keys name it (`<name>/<key>`)."""
+        return {"seen": self.seen, "failures": self.failures.state}
+
+    def journal_state(self) -> PartitionedMaps:
+        """Track every change of the state from now on, per source partition (live)."""
+        if self.durable is None:
+            self.seen = TrackedMap("", self.seen)
+            self.failures.state = TrackedMap("", self.failures.state)
+            self.durable = PartitionedMaps(
+                {name: cast(TrackedMap, m) for name, m in self.state_maps().items()}
+            )
+        return self.durable
+
+    def restored(self, partition: int) -> None:
+        """A partition's dedup memory was loaded: back in time order (it expires from the front)."""
+        data = self.seen.data if isinstance(self.seen, TrackedMap) else self.seen
+        ordered = sorted(data.items(), key=lambda kv: _seen_at(kv[1]))
+        data.clear()
+        data.update(ordered)
+
+    def handed_over(self, partition: int) -> None:
+        return None
 
     def process(self, records: Sequence[Record]) -> list[Out]:
         out: list[Out] = []
@@ -345,17 +389,22 @@ class CallbacksStage(Stage):
                 metrics.child(
                     metrics.CALLBACK_VERIFICATION_FAILURES, provider, exc.reason.value
                 ).inc()
-                self.failures.add(provider, _epoch(event.received_at))
+                self.failures.add(self._scoped(record, provider), _epoch(event.received_at))
                 touched[provider] = None
                 out.append(self._untrusted(record, event, f"untrusted_callback: {provider} {exc}"))
                 continue
             key = f"{provider}|{fact.transaction_id}|{fact.status.value}"
-            if key in self.seen:
+            first = self.seen.get(key)
+            here = [record.partition, record.offset]
+            if first is not None and (here[1] is None or _seen_from(first) != here):
                 metrics.child(metrics.CALLBACKS, provider, "duplicate").inc()
                 continue
-            self.seen[key] = _epoch(event.received_at)
-            metrics.child(metrics.CALLBACKS, provider, "trusted").inc()
-            metrics.child(metrics.CALLBACK_FACTS, provider, fact.status.value).inc()
+            if first is None:
+                if self.durable is not None and record.partition is not None:
+                    self.durable.own(key, record.partition)
+                self.seen[key] = [_epoch(event.received_at), *here]
+                metrics.child(metrics.CALLBACKS, provider, "trusted").inc()
+                metrics.child(metrics.CALLBACK_FACTS, provider, fact.status.value).inc()
             value = fact.to_json()
             out.append(Out(self.topics.settlement, value["transaction_id"], value))
         bound_front(self.seen, self.rules.duplicates.max_remembered)
@@ -390,9 +439,19 @@ class CallbacksStage(Stage):
                 letter.value[field] = text
         return letter
 
+    def _scoped(self, record: Record, key: str) -> str:
+        """A failure-count key of the record's partition (owned by it, live)."""
+        if self.durable is None or record.partition is None:
+            return key
+        key = scoped(record.partition, key)
+        self.durable.own(key, record.partition)
+        return key
+
     def _evaluate(self, provider: str) -> list[Out]:
         now = _epoch(self.clock.latest)
-        count = self.failures.count(provider, now)
+        count = sum(
+            self.failures.count(k, now) for k in self.failures.names() if unscoped(k) == provider
+        )
         rule = self.failure_rule
         return self.alerts.update(
             "callback_signature_failures",
@@ -409,16 +468,28 @@ class CallbacksStage(Stage):
         if not self.clock.started:
             return []
         out: list[Out] = []
-        for provider in self.failures.names():
+        providers = dict.fromkeys(sorted(unscoped(k) for k in self.failures.names()))
+        for provider in providers:
             out.extend(self._evaluate(provider))
         for alert in list(self.alerts.state.values()):
             provider = alert.get("labels", {}).get("provider")
             firing_here = alert.get("alert") == "callback_signature_failures"
-            if firing_here and provider not in self.failures.state:
+            if firing_here and provider not in providers:
                 out.extend(self._evaluate(str(provider)))  # its window emptied: resolve
         horizon = _epoch(self.clock.latest) - self.rules.duplicates.remember_s
-        expire_front(self.seen, horizon, float)
+        expire_front(self.seen, horizon, _seen_at)
         return out
+
+
+def _seen_at(value: Any) -> float:
+    """When a remembered callback fact was received ([received, partition, offset]; a bare
+    number in state written before the record was remembered too)."""
+    return float(value[0]) if isinstance(value, list) else float(value)
+
+
+def _seen_from(value: Any) -> list[Any] | None:
+    """[partition, offset] of the record that carried a remembered fact first."""
+    return list(value[1:3]) if isinstance(value, list) else None
 
 
 # ---- the payments-side observer ----------------------------------------------------------------
@@ -459,6 +530,12 @@ class SettlementStage(Stage):
     State (plain mappings, JSON values): `awaiting` transactions without a final callback,
     `early` callbacks waiting for their transaction, `recent` finalized or missed transactions
     (so late events change nothing or still measure a delay), `delays` and `missing` windows.
+
+    Every update is idempotent by event (a redelivered fact changes nothing), and live every key
+    belongs to one partition of pantau.settlement (keyed by transaction id): the transactions'
+    entries, and the windows kept per partition (`scoped`) and merged when judged. So the state
+    goes to a changelog per partition (`journal_state`, streams/statelog.py) and whoever owns a
+    partition next restores it exactly.
     """
 
     name = "settlement"
@@ -491,10 +568,19 @@ class SettlementStage(Stage):
         self._sorted_delays = SortedDelays()
         self._deadline_for: dict[str, Any] = {}  # method → rules.deadline_for(method)
         self.clock = EventClock(lateness=lateness)
+        # Transaction facts alone: a callback waits for its transaction until they are past it.
+        # They come by another path than callbacks, which may run ahead (the payments stage
+        # busy or restarting); judged by the callbacks' time, waiting ones would be given up on
+        # before their transactions were even read.
+        self.tx_clock = EventClock(lateness=lateness)
         self._next_evaluation = float("-inf")
-        self._deadlines: list[tuple[float, str]] = [
-            (entry["deadline"], tx_id) for tx_id, entry in self.awaiting.items()
-        ]
+        self._deadlines: list[tuple[float, str]] = []
+        self._rebuild_deadlines()
+        self.durable: PartitionedMaps | None = None
+        self._partition: int | None = None  # the source partition of the record being processed
+
+    def _rebuild_deadlines(self) -> None:
+        self._deadlines = [(entry["deadline"], tx_id) for tx_id, entry in self.awaiting.items()]
         heapq.heapify(self._deadlines)
 
     @property
@@ -510,6 +596,9 @@ class SettlementStage(Stage):
                 continue  # internal topic: only our own stages write it
             if not isinstance(value, dict):
                 continue
+            self._partition = record.partition
+            if self.durable is not None and record.partition is not None:
+                self.durable.own(str(value.get("transaction_id")), record.partition)
             kind = value.get("kind")
             if kind == "transaction":
                 self._transaction(value, touched)
@@ -526,6 +615,7 @@ class SettlementStage(Stage):
         if created is None:
             return
         self.clock.observe(created)
+        self.tx_clock.observe(created)
         prior = self.recent.get(tx_id)
         if prior is not None and not prior.get("failed"):
             return  # already final (or missed): a redelivery changes nothing
@@ -546,9 +636,14 @@ class SettlementStage(Stage):
         }
         if value.get("status") == "failed":
             # No settlement follows a failed attempt; a callback reporting the failure is
-            # absorbed, and a retry (same id, later attempt) is awaited afresh.
+            # absorbed, and a retry (same id, later attempt) is awaited afresh. A settlement
+            # that came first is the retry's: it keeps waiting for it.
             self.awaiting.pop(tx_id, None)
-            self.early.pop(tx_id, None)
+            waiting = self.early.pop(tx_id, None)
+            if waiting:
+                kept = [f for f in waiting["facts"] if f.get("status") != FactStatus.FAILED.value]
+                if kept:
+                    self.early[tx_id] = {"until": waiting["until"], "facts": kept}
             self.recent[tx_id] = {
                 **entry,
                 "missed": False,
@@ -579,10 +674,14 @@ class SettlementStage(Stage):
         entry = self.awaiting.get(tx_id)
         if entry is None:
             recent = self.recent.get(tx_id)
-            if recent is not None:
-                if recent.get("missed") and value.get("status") == FactStatus.SETTLED.value:
+            status = value.get("status")
+            for_retry = status in FINAL_VALUES and status != FactStatus.FAILED.value
+            if recent is not None and not (for_retry and recent.get("failed")):
+                if recent.get("missed") and status == FactStatus.SETTLED.value:
                     self._apply(tx_id, recent, value, touched)  # late, but its delay is real
                 return
+            # Unknown yet, or a failed attempt's id settling: its retry has not been read yet
+            # (transaction facts and callbacks reach this topic by different paths).
             self._wait(tx_id, value, received)
             return
         self._apply(tx_id, entry, value, touched)
@@ -594,8 +693,13 @@ class SettlementStage(Stage):
                 "until": _epoch(received) + self.rules.early_callbacks.max_wait_s,
                 "facts": [],
             }
-        if value in waiting["facts"]:
-            return  # a redelivered fact: already waiting
+        provider, status = value.get("provider"), value.get("status")
+        if any(
+            f.get("provider") == provider and f.get("status") == status for f in waiting["facts"]
+        ):
+            # Already waiting: a redelivered fact, or a duplicate callback (the callbacks stage's
+            # identity) its dedup memory let through, as after a takeover.
+            return
         waiting = {"until": waiting["until"], "facts": [*waiting["facts"], value]}
         self.early[tx_id] = waiting
         limit = self.rules.early_callbacks.max_waiting
@@ -628,7 +732,7 @@ class SettlementStage(Stage):
         delay = max(0.0, _epoch(settled) - float(entry["created_at"]))
         channel, method = str(entry["channel"]), str(entry["method"])
         metrics.child(metrics.SETTLEMENT_DELAY, channel, method).observe(delay)
-        key = f"{channel}|{method}"
+        key = self._scoped(f"{channel}|{method}")
         samples = self.delays.get(key)
         if samples is None:
             samples = []
@@ -636,6 +740,57 @@ class SettlementStage(Stage):
         self.delays[key] = samples  # reassigned: a changelogged table sees the change
         self._sorted_delays.added(key, delay, samples)
         touched.add(key)
+
+    def _scoped(self, key: str) -> str:
+        """A window key of the current record's partition (owned by it, live)."""
+        partition = self._partition
+        if self.durable is None or partition is None:
+            return key
+        key = scoped(partition, key)
+        self.durable.own(key, partition)
+        return key
+
+    # -- durable state (live; a replay keeps everything in one process) ------------------------
+
+    def journal_state(self) -> PartitionedMaps:
+        """Track every change of the state from now on, per source partition (for its changelog,
+        streams/statelog.py); a replay never calls this and tracks nothing."""
+        if self.durable is None:
+            self.awaiting = TrackedMap("", self.awaiting)
+            self.early = TrackedMap("", self.early)
+            self.recent = TrackedMap("", self.recent)
+            self.delays = TrackedMap("", self.delays)
+            self.missing.state = TrackedMap("", self.missing.state)
+            self.durable = PartitionedMaps(
+                {name: cast(TrackedMap, m) for name, m in self.state_maps().items()}
+            )
+        return self.durable
+
+    def state_maps(self) -> dict[str, MutableMapping[str, Any]]:
+        """The state by name, as its changelog keys name it (`<name>/<key>`)."""
+        return {
+            "awaiting": self.awaiting,
+            "early": self.early,
+            "recent": self.recent,
+            "delays": self.delays,
+            "missing": self.missing.state,
+        }
+
+    def restored(self, partition: int) -> None:
+        """A partition's state was loaded: its transactions get their timers, and the waiting
+        and finished ones their place in time order (the bounds drop the oldest first)."""
+        self._rebuild_deadlines()
+        for mapping, at in ((self.early, "until"), (self.recent, "final_at")):
+            data = mapping.data if isinstance(mapping, TrackedMap) else mapping
+            ordered = sorted(data.items(), key=lambda kv: float(kv[1][at]))
+            data.clear()
+            data.update(ordered)
+
+    def handed_over(self, partition: int) -> None:
+        """A partition's keys were dropped: forget what was derived from them."""
+        self._rebuild_deadlines()
+        for key in [k for k in self._sorted_delays.sorted if k not in self.delays]:
+            self._sorted_delays.forget(key)
 
     # -- timers and alerts --
 
@@ -652,10 +807,14 @@ class SettlementStage(Stage):
             self.recent[tx_id] = {**entry, "missed": True, "final_at": deadline}
             channel, method = str(entry["channel"]), str(entry["method"])
             metrics.child(metrics.CALLBACKS_MISSING, channel, method).inc()
-            self.missing.add(channel, now)  # when it is noticed: event time may have jumped
+            if self.durable is not None:
+                self._partition = self.durable.owner.get(tx_id)
+            # when it is noticed: event time may have jumped
+            self.missing.add(self._scoped(channel), now)
+        tx_now = _epoch(self.tx_clock.watermark) if self.tx_clock.started else float("-inf")
         for tx_id in list(self.early.keys()):
             waiting = self.early[tx_id]
-            if waiting["until"] >= now:
+            if waiting["until"] >= tx_now:
                 break  # arrival order: the rest are younger
             self._unmatched(self.early.pop(tx_id))
         horizon = now - self.rules.duplicates.remember_s
@@ -676,26 +835,17 @@ class SettlementStage(Stage):
         now = _epoch(self.clock.watermark)
         rule = self.rules.alerts.settlement_delay_high
         start = now - self.delay_window
-        for key in sorted(delay_keys):
-            samples = self.delays.get(key) or []
-            cut = 0
-            while cut < len(samples) and samples[cut][0] <= start:
-                cut += 1  # samples arrive in about event-time order
-            if cut:
-                self._sorted_delays.cut(key, samples[:cut])
-                samples = samples[cut:]
-                if samples:
-                    self.delays[key] = samples
-                else:
-                    self.delays.pop(key, None)
-            channel, method = key.split("|", 1)
+        scoped_keys: dict[str, list[str]] = {}  # channel|method → its keys, one per partition
+        for key in delay_keys:
+            scoped_keys.setdefault(unscoped(key), []).append(key)
+        for base in sorted(scoped_keys):
+            values = self._window(scoped_keys[base], start)
+            channel, method = base.split("|", 1)
             labels = {"channel": channel, "method": method}
-            if not samples:
+            if not values:
                 # Nothing settled in the window: nothing slow to report any more.
-                self._sorted_delays.forget(key)
                 out.extend(self.alerts.update("settlement_delay_high", labels, False, at=at))
                 continue
-            values = self._sorted_delays.of(key, samples)
             p95 = sorted_quantile(values, 0.95)
             metrics.child(metrics.SETTLEMENT_DELAY_QUANTILE, channel, method, "0.95").set(p95)
             metrics.child(metrics.SETTLEMENT_DELAY_QUANTILE, channel, method, "0.5").set(
@@ -718,14 +868,17 @@ class SettlementStage(Stage):
             )
         if all_channels:
             miss = self.rules.alerts.callbacks_missing
-            channels = set(self.missing.names())
+            per_channel: dict[str, list[str]] = {}
+            for key in self.missing.names():
+                per_channel.setdefault(unscoped(key), []).append(key)
+            channels = set(per_channel)
             channels.update(
                 a["labels"]["channel"]
                 for a in self.alerts.state.values()
                 if a.get("alert") == "callbacks_missing"
             )
             for channel in sorted(channels):
-                count = self.missing.count(channel, now)
+                count = sum(self.missing.count(k, now) for k in per_channel.get(channel, ()))
                 out.extend(
                     self.alerts.update(
                         "callbacks_missing",
@@ -740,6 +893,29 @@ class SettlementStage(Stage):
                     )
                 )
         return out
+
+    def _window(self, keys: list[str], start: float) -> list[float]:
+        """The delays of these keys (one per partition) settled after `start`, sorted; samples
+        before it leave the state."""
+        merged: list[float] = []
+        for key in sorted(keys):
+            samples = self.delays.get(key) or []
+            cut = 0
+            while cut < len(samples) and samples[cut][0] <= start:
+                cut += 1  # samples arrive in about event-time order
+            if cut:
+                self._sorted_delays.cut(key, samples[:cut])
+                samples = samples[cut:]
+                if samples:
+                    self.delays[key] = samples
+                else:
+                    self.delays.pop(key, None)
+            if not samples:
+                self._sorted_delays.forget(key)
+                continue
+            ordered = self._sorted_delays.of(key, samples)
+            merged = ordered if not merged else list(heapq.merge(merged, ordered))
+        return merged
 
 
 def build_verifier(settings: Settings) -> CallbackVerifier:

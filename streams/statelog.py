@@ -6,13 +6,13 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from streams import metrics
 from streams.core import Record
-from streams.durable import decode_value, encode_value
+from streams.durable import PartitionedMaps, decode_value, encode_value
 from streams.health import DeltaGroup, HealthShards, HealthStage
 from streams.live import client_options
 from streams.payments import PaymentsStage
@@ -262,6 +262,36 @@ def take_over(
     )
 
 
+async def read_changelog(
+    reader: PartitionReader, topic: str, partition: int
+) -> tuple[list[tuple[str, Any, int]], bytes | None, int]:
+    """A changelog partition from its beginning: its (key, value or None, write time in ms) in
+    order, its last marker's value (None: none) and how many messages were read."""
+    items: list[tuple[str, Any, int]] = []
+    last: bytes | None = None
+    read = 0
+    async for messages in reader.read(topic, partition):
+        for m in messages:
+            read += 1
+            if m.key == MARKER:
+                last = m.value
+            elif m.key is not None:
+                value = decode_value(m.value) if m.value else None
+                items.append((m.key.decode("utf-8"), value, int(m.timestamp)))
+    return items, last, read
+
+
+def encoded(changes: dict[int, dict[str, Any]]) -> dict[int, list[tuple[bytes, bytes | None]]]:
+    """Changed keys per partition as changelog messages (None: a tombstone)."""
+    return {
+        partition: [
+            (key.encode("utf-8"), encode_value(value) if value is not None else None)
+            for key, value in keys.items()
+        ]
+        for partition, keys in changes.items()
+    }
+
+
 class PaymentsStateLog:
     """The payments stage's feature state on `pantau.payments-state`, one changelog partition per
     partition of payments.transactions (a write-ahead log of the stage).
@@ -310,17 +340,7 @@ class PaymentsStateLog:
 
     async def _restore(self, partition: int, first: int) -> None:
         started = time.perf_counter()
-        items: list[tuple[str, Any, int]] = []
-        last: bytes | None = None
-        read = 0
-        async for messages in self.reader.read(self.topic, partition):
-            for m in messages:
-                read += 1
-                if m.key == MARKER:
-                    last = m.value
-                elif m.key is not None:
-                    value = decode_value(m.value) if m.value else None
-                    items.append((m.key.decode("utf-8"), value, int(m.timestamp)))
+        items, last, read = await read_changelog(self.reader, self.topic, partition)
         held = self.durable.restore(partition, items)
         marker = read_marker(last)
         take_over(self.stage, partition, marker, first, self.batch_size)
@@ -344,16 +364,89 @@ class PaymentsStateLog:
         """Before the batch's outputs are sent: write its state changes and, last, a marker, per
         partition of the batch, in one record batch per partition when they fit (Kafka appends a
         record batch whole, so a partition's marker is there exactly when its state is)."""
-        changes = self.durable.changes()
-        messages: dict[int, list[tuple[bytes, bytes | None]]] = {}
-        for partition, keys in changes.items():
-            messages[partition] = [
-                (key.encode("utf-8"), encode_value(value) if value is not None else None)
-                for key, value in keys.items()
-            ]
+        messages = encoded(self.durable.changes())
         for partition, marker in payments_markers(self.stage, records).items():
             messages.setdefault(partition, []).append((MARKER, marker))
         await self.writer.write(self.topic, messages)
+
+
+class JournaledStage(Protocol):
+    """A stage whose every state key belongs to one partition of its input (streams/durable.py
+    PartitionedMaps) and whose every update is idempotent by event."""
+
+    name: str
+
+    def journal_state(self) -> PartitionedMaps: ...
+
+    def restored(self, partition: int) -> None: ...
+
+    def handed_over(self, partition: int) -> None: ...
+
+
+class KeyedStateLog:
+    """A journaled stage's state on its changelog, one partition per partition of its input:
+    the settlement stage's on `pantau.settlement-state` (transactions awaiting their final
+    callback, callbacks waiting for their transaction, finished transactions, the delay and
+    missing windows), the callbacks stage's on `pantau.callbacks-state` (its dedup memory and
+    signature-failure counts).
+
+    Every update of such a stage is idempotent by event (a record read again changes nothing,
+    or sends what it sent the first time), so no marker is needed: after each batch, before its
+    outputs are sent, the keys it changed are written; before a batch with a partition this
+    worker does not hold, that partition's changelog is loaded; a partition handed over is
+    dropped. Changes made by the timer between batches go with the next batch; lost in a crash,
+    the successor makes them again from the entries they came from."""
+
+    def __init__(
+        self,
+        stage: JournaledStage,
+        topic: str,
+        writer: PartitionWriter,
+        reader: PartitionReader,
+    ) -> None:
+        self.stage = stage
+        self.durable: PartitionedMaps = stage.journal_state()
+        self.topic = topic
+        self.writer = writer
+        self.reader = reader
+        self.held: set[int] = set()
+
+    def assigned(self, partitions: set[int]) -> None:
+        for partition in sorted(self.held - partitions):
+            dropped = self.durable.drop(partition)
+            self.stage.handed_over(partition)
+            log.info(
+                "%s state of partition %d handed over (%d keys dropped)",
+                self.stage.name,
+                partition,
+                dropped,
+            )
+        self.held &= partitions
+
+    async def before(self, records: Sequence[Record]) -> None:
+        for partition, _first in taken_over(records, self.held):
+            what = f"restoring the {self.stage.name} state of partition {partition}"
+            await _retrying(what, self._restore, partition)
+
+    async def _restore(self, partition: int) -> None:
+        started = time.perf_counter()
+        items, _, read = await read_changelog(self.reader, self.topic, partition)
+        held = self.durable.restore(partition, items)
+        self.stage.restored(partition)
+        self.held.add(partition)
+        seconds = time.perf_counter() - started
+        metrics.child(metrics.STATE_RESTORE_SECONDS, self.stage.name).observe(seconds)
+        log.info(
+            "restored %s partition %d: %d keys from %d changelog messages in %.2f s",
+            self.stage.name,
+            partition,
+            held,
+            read,
+            seconds,
+        )
+
+    async def logged(self, records: Sequence[Record]) -> None:
+        await self.writer.write(self.topic, encoded(self.durable.changes()))
 
 
 class HealthRestorer:

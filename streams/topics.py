@@ -27,6 +27,12 @@ class Topics(BaseModel):
     # Changelog of the payments stage's customer state (per partition of payments.transactions,
     # key = state key): what a worker taking a partition over restores (streams/statelog.py).
     payments_state: str = "pantau.payments-state"
+    # Changelog of the settlement stage's state (per partition of pantau.settlement, key =
+    # "<map>/<transaction id or partition/window>").
+    settlement_state: str = "pantau.settlement-state"
+    # Changelog of the callbacks stage's dedup memory and failure counts (per partition of
+    # payments.callbacks).
+    callbacks_state: str = "pantau.callbacks-state"
 
     def inputs(self) -> list[str]:
         """Topics the gateway or the risk team produce into."""
@@ -49,7 +55,7 @@ class Topics(BaseModel):
 
     def changelogs(self) -> list[str]:
         """Topics holding stage state, written and restored by the workers themselves."""
-        return [self.payments_state]
+        return [self.payments_state, self.settlement_state, self.callbacks_state]
 
     def compacted(self) -> list[str]:
         """Topics whose latest value per key is the state (compacted on real Kafka)."""

@@ -38,6 +38,7 @@ from streams.ledger import (
 from streams.payments import PaymentsStage
 from streams.pipeline import Pipeline, build_pipeline
 from streams.settings import Settings
+from streams.settlement import CallbacksStage, SettlementStage, unscoped
 from streams.sim_callbacks import sim_settings_overrides
 from streams.simulator import generate
 from streams.statelog import MARKER
@@ -291,7 +292,11 @@ def test_workers_killed_mid_stream_lose_nothing(
     # The state equals a recomputation by replay. Fraud: every customer's feature state, as the
     # workers left it in the changelog, is the replay's. Channels: every attempt counted once in
     # the channel windows (the deltas as the health stages merge them, each partition in order).
-    quiet = _read_until_quiet(broker, [topics.payments_state, topics.health_deltas])
+    quiet = _read_until_quiet(
+        broker,
+        [topics.payments_state, topics.health_deltas, topics.settlement_state,
+         topics.callbacks_state],
+    )  # fmt: skip
     live_state: dict[str, Any] = {}
     for m in quiet:
         if m.topic == topics.payments_state and m.key and m.key != MARKER:
@@ -320,6 +325,62 @@ def test_workers_killed_mid_stream_lose_nothing(
         for i, m in enumerate(c for c in clean if c.topic == topics.health_deltas)
     ]
     assert health_counts(topics, live_deltas) == health_counts(topics, replay_deltas)
+    # Settlement: every transaction awaited or finished (missed ones too), every callback
+    # waiting and every delay in the last window, as the workers left them in the changelog, is
+    # the replay's. (How far each window was cut, and when a miss was noticed, depend on when
+    # each worker's timer ran.)
+    settlement = next(s for s in pipeline.stages if isinstance(s, SettlementStage))
+    window_start = (
+        settlement.clock.watermark.timestamp()
+        - settlement.rules.alerts.settlement_delay_high.window_s
+    )
+    live_settlement = _settlement_state(
+        ((m.key.decode(), decode_value(m.value) if m.value else None)
+         for m in quiet if m.topic == topics.settlement_state and m.key),
+        window_start,
+    )  # fmt: skip
+    replay_settlement = _settlement_state(
+        ((f"{name}/{key}", value)
+         for name, mapping in settlement.state_maps().items() for key, value in mapping.items()),
+        window_start,
+    )  # fmt: skip
+    assert len(replay_settlement["awaiting"]) + len(replay_settlement["recent"]) > 1000
+    assert replay_settlement["delays"]
+    for name, want in replay_settlement.items():
+        assert live_settlement[name] == want, name
+    # Callbacks: the dedup memory holds every fact once, received when the replay's was.
+    callbacks = next(s for s in pipeline.stages if isinstance(s, CallbacksStage))
+    live_seen: dict[str, Any] = {}
+    for m in quiet:
+        if m.topic == topics.callbacks_state and m.key and m.key.startswith(b"seen/"):
+            live_seen[m.key.decode()[5:]] = decode_value(m.value)[0] if m.value else None
+    replay_seen = {k: v[0] for k, v in callbacks.seen.items()}
+    assert len(replay_seen) > 1000
+    assert {k: v for k, v in live_seen.items() if v is not None} == replay_seen
+
+
+def _settlement_state(items: Any, since: float) -> dict[str, Any]:
+    """Settlement state from (changelog key, value) pairs, latest last: the transactions' entries
+    by map, and the delays measured after `since`, sorted, by channel and method (live, they are
+    kept per partition)."""
+    latest: dict[str, Any] = {}
+    for key, value in items:
+        latest[key] = value
+    state: dict[str, Any] = {name: {} for name in ("awaiting", "early", "recent")}
+    delays: dict[str, list[Any]] = {}
+    for ckey, value in latest.items():
+        name, _, key = ckey.partition("/")
+        if value is None or name == "missing":
+            continue
+        value = _json(value)
+        if name == "delays":
+            delays.setdefault(unscoped(key), []).extend(v for v in value if v[0] > since)
+        elif name == "early":
+            state[name][key] = {**value, "facts": sorted(value["facts"], key=orjson.dumps)}
+        else:
+            state[name][key] = value
+    state["delays"] = {k: sorted(v, key=orjson.dumps) for k, v in delays.items() if v}
+    return state
 
 
 def _unlabelled(key: str, value: Any) -> Any:

@@ -7,7 +7,13 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.durable import PartitionedState, TrackedMap, decode_value, encode_value
+from streams.durable import (
+    PartitionedMaps,
+    PartitionedState,
+    TrackedMap,
+    decode_value,
+    encode_value,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
@@ -113,3 +119,47 @@ def test_handing_a_partition_over_drops_its_customers_and_keeps_shared_keys() ->
     assert durable.drop(1) == 2
     assert set(state) == {"customer:c", "device:d"}
     assert durable.drop(1) == 0
+
+
+def _maps() -> tuple[TrackedMap, TrackedMap, PartitionedMaps]:
+    waiting, done = TrackedMap(""), TrackedMap("")
+    return waiting, done, PartitionedMaps({"waiting": waiting, "done": done})
+
+
+def test_partitioned_maps_log_each_key_to_its_partition_and_forget_deleted_ones() -> None:
+    waiting, done, durable = _maps()
+    durable.own("t1", 0)
+    durable.own("t2", 3)
+    waiting["t1"] = {"at": 1}
+    waiting["t2"] = {"at": 2}
+    done["unowned"] = 1  # no partition (a replay): never logged
+    assert durable.changes() == {0: {"waiting/t1": {"at": 1}}, 3: {"waiting/t2": {"at": 2}}}
+    del waiting["t1"]
+    done["t1"] = {"final": 5}
+    del waiting["t2"]
+    assert durable.changes() == {
+        0: {"waiting/t1": None, "done/t1": {"final": 5}},
+        3: {"waiting/t2": None},
+    }
+    assert durable.owner == {"t1": 0}  # t2 is in no map any more: its owner is forgotten
+    assert durable.changes() == {}
+
+
+def test_partitioned_maps_restore_the_latest_writes_in_their_order_and_drop_them() -> None:
+    waiting, done, durable = _maps()
+    held = durable.restore(
+        2,
+        [
+            ("waiting/a", 1, 1),
+            ("waiting/b", 2, 2),
+            ("waiting/a", 3, 3),  # a's latest write is after b's: a comes last
+            ("waiting/c", 4, 4),
+            ("waiting/c", None, 5),
+            ("other/x", 1, 6),  # a map this state lacks
+        ],
+    )
+    assert held == 2 and list(waiting) == ["b", "a"] and waiting["a"] == 3
+    assert durable.changes() == {}  # restored, not changed
+    durable.restore(5, [("done/z", 9, 1)])
+    assert durable.drop(2) == 2
+    assert not waiting and dict(done) == {"z": 9} and durable.owner == {"z": 5}

@@ -182,6 +182,37 @@ def test_settlement_delay_high_fires_and_resolves_once() -> None:
     ]
 
 
+def test_a_waiting_callback_outlasts_callbacks_running_ahead_of_transactions() -> None:
+    """Callbacks and transaction facts come by different paths; callbacks far ahead in event
+    time (the payments stage busy or restarting) do not give up on one waiting for its
+    transaction: only transactions past its wait do."""
+    stage = SettlementStage(TOPICS, rules())
+    run(stage, callback("w1", T0 + timedelta(minutes=1)))
+    run(stage, *[callback(f"ahead{i}", T0 + timedelta(hours=3, seconds=i)) for i in range(2)])
+    assert "w1" in stage.early
+    run(stage, transaction("w1", T0))
+    assert "w1" not in stage.early and stage.recent["w1"]["missed"] is False
+    assert stage.delays["MANDIRI|virtual_account"] == [
+        [(T0 + timedelta(minutes=1)).timestamp(), 60]
+    ]
+    run(stage, callback("w2", T0 + timedelta(hours=3, minutes=1)))
+    run(stage, transaction("late", T0 + timedelta(hours=3, minutes=20)))
+    assert "w2" not in stage.early  # the transactions are past its wait: unmatched
+
+
+def test_a_duplicate_callback_waits_once() -> None:
+    """Midtrans' capture and settlement are one fact (same provider, transaction and status):
+    should the callbacks stage's dedup memory let the second through (after a takeover), the
+    transaction still waits with one."""
+    first = callback("d2", T0 + timedelta(minutes=1))
+    value = orjson.loads(first.value)
+    second = Record(first.topic, orjson.dumps({**value, "callback_id": "cb-other"}), first.key)
+    refund = callback("d2", T0 + timedelta(minutes=2), status="refunded")
+    stage = SettlementStage(TOPICS, rules())
+    run(stage, first, second, first, refund)
+    assert [f["status"] for f in stage.early["d2"]["facts"]] == ["settled", "refunded"]
+
+
 def test_refund_and_failure_are_final_without_a_delay() -> None:
     stage = SettlementStage(TOPICS, rules())
     run(stage, transaction("r1", T0), transaction("r2", T0))
@@ -275,6 +306,30 @@ def test_signature_failure_burst_fires_and_resolves_once() -> None:
     ]
 
 
+def test_a_redelivered_callback_sends_its_fact_again_and_a_duplicate_does_not() -> None:
+    """The dedup memory names the record that carried a fact first: that record again (Kafka
+    redelivering it after a crash, its state already logged) sends the same fact again; another
+    record with the same fact is a duplicate. Live, it and the failure counts are kept per
+    partition for the changelog."""
+    verifier = build_verifier(Settings(callback_secrets={"generic": ["right"]}))
+    stage = CallbacksStage(TOPICS, verifier, rules())
+    durable = stage.journal_state()
+    ok = _signed(1, T0, "right")
+    first = Record(ok.topic, ok.value, ok.key, partition=3, offset=10)
+    again = Record(ok.topic, ok.value, ok.key, partition=3, offset=10)
+    other = Record(ok.topic, ok.value, ok.key, partition=3, offset=11)
+    sent = [o for o in stage.process([first]) if o.topic == TOPICS.settlement]
+    assert len(sent) == 1
+    assert [o.value for o in stage.process([again])] == [sent[0].value]
+    assert stage.process([other]) == []
+    bad = _signed(2, T0, "wrong")
+    stage.process([Record(bad.topic, bad.value, bad.key, partition=5, offset=0)])
+    assert durable.changes() == {
+        3: {"seen/generic|trx-1|settled": [T0.timestamp(), 3, 10]},
+        5: {"failures/5/generic": [T0.timestamp()]},
+    }
+
+
 def test_delay_runs_to_the_callback_not_the_providers_clock() -> None:
     stage = SettlementStage(TOPICS, rules())
     run(stage, transaction("d1", T0, channel="PERMATA"))
@@ -296,6 +351,26 @@ def test_a_failed_attempt_absorbs_its_callback_and_a_retry_is_awaited() -> None:
     assert "f2" not in stage.awaiting and stage.delays["OVO|ewallet"][-1][1] == 4
     run(stage, transaction("later", T0 + timedelta(hours=2), channel="BCA"))
     assert sample("pantau_callbacks_unmatched_total", provider="xendit") == unmatched
+
+
+@pytest.mark.parametrize("settled_at", [0, 1, 2])
+def test_a_retrys_settlement_counts_wherever_it_arrives(settled_at: int) -> None:
+    """Transaction facts and callbacks reach pantau.settlement by different paths: the retry's
+    settlement may come before the failed attempt, between it and the retry, or after both. The
+    state ends the same whichever."""
+    failed = transaction("r9", T0, channel="OVO", method="ewallet", status="failed")
+    retry = transaction("r9", T0 + timedelta(minutes=1), channel="OVO", method="ewallet",
+                        status="success")  # fmt: skip
+    settled = callback("r9", T0 + timedelta(minutes=1, seconds=4))
+    order = [failed, retry]
+    order.insert(settled_at, settled)
+    stage = SettlementStage(TOPICS, rules())
+    for record in order:
+        run(stage, record)
+    assert not stage.early and not stage.awaiting
+    assert stage.recent["r9"]["final_at"] == (T0 + timedelta(minutes=1, seconds=4)).timestamp()
+    assert not stage.recent["r9"].get("failed")
+    assert [d for _, d in stage.delays["OVO|ewallet"]] == [4]
 
 
 def test_memory_is_bounded_in_count() -> None:
