@@ -213,13 +213,14 @@ def _add_durable_state(app: faust.App, runtime: Runtime) -> None:
         PaymentsStateLog,
     )
 
-    # A reader each: the stages restore at the same time, and a reader's consumer reads one
-    # partition at a time.
+    # A reader each (the stages restore at the same time, and a reader's consumer reads one
+    # partition at a time; it is closed once a restore is done), one writer for all.
     settings = runtime.settings
+    writer = PartitionWriter(settings)
     for stage in runtime.stages:
         if isinstance(stage, PaymentsStage) and stage.durable is not None:
             runtime.durables[stage.name] = PaymentsStateLog(
-                stage, settings, PartitionWriter(settings), PartitionReader(settings)
+                stage, settings, writer, PartitionReader(settings)
             )
         elif isinstance(stage, SettlementStage | CallbacksStage):
             topic = (
@@ -228,7 +229,7 @@ def _add_durable_state(app: faust.App, runtime: Runtime) -> None:
                 else settings.topics.callbacks_state
             )
             runtime.durables[stage.name] = KeyedStateLog(
-                stage, topic, PartitionWriter(settings), PartitionReader(settings)
+                stage, topic, writer, PartitionReader(settings)
             )
         elif isinstance(stage, HealthShards):
             runtime.durables[stage.name] = HealthRestorer(stage, PartitionReader(settings))

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # reached Kafka always has its batch's marker before it.
 MARKER = b"\x00pantau-marker"
 RETRY_MAX_S = 5.0
+RETRY_LOG_EVERY_S = 60.0  # a retried restore or state write logs at most this often
 
 
 class PartitionReader:
@@ -49,7 +50,11 @@ class PartitionReader:
                 fetch_max_wait_ms=50,  # Tansu holds a fetch for the whole wait
                 client_id=f"{self.settings.app_id}-restore",
             )
-            await consumer.start()
+            try:
+                await consumer.start()
+            except BaseException:
+                await consumer.stop()  # the broker away: no half-started client left behind
+                raise
             self._consumer = consumer
         return self._consumer
 
@@ -100,8 +105,13 @@ class PartitionWriter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._producer: Any = None
+        self._starting = asyncio.Lock()  # stages share the writer: one producer for them all
 
     async def _start(self) -> Any:
+        async with self._starting:
+            return await self._started()
+
+    async def _started(self) -> Any:
         if self._producer is None:
             from aiokafka import AIOKafkaProducer
 
@@ -114,7 +124,11 @@ class PartitionWriter:
                 request_timeout_ms=15000,
                 client_id=f"{self.settings.app_id}-state",
             )
-            await producer.start()
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
             self._producer = producer
         return self._producer
 
@@ -170,16 +184,33 @@ class PartitionWriter:
 
 
 async def _retrying(what: str, attempt: Callable[..., Awaitable[None]], *args: Any) -> None:
+    """Try until it succeeds (the broker away: the batch waits, like the Sender's retries),
+    logging the first failure, then at most one line a minute, and the recovery."""
     delay = 0.2
+    failures = 0
+    logged_at = 0.0
     while True:
         try:
-            return await attempt(*args)
+            await attempt(*args)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the broker away: the batch waits, like the Sender's retries
-            log.warning("%s failed (%s); retrying in %.1f s", what, type(exc).__name__, delay)
+        except Exception as exc:
+            failures += 1
+            if failures == 1 or time.monotonic() - logged_at >= RETRY_LOG_EVERY_S:
+                logged_at = time.monotonic()
+                log.warning(
+                    "%s failed %d time(s) (%s); retrying every %.1f s at most",
+                    what,
+                    failures,
+                    type(exc).__name__,
+                    RETRY_MAX_S,
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
+        else:
+            if failures:
+                log.info("%s succeeded after %d failure(s)", what, failures)
+            return
 
 
 def taken_over(records: Sequence[Record], held: set[int]) -> list[tuple[int, int]]:
@@ -334,9 +365,12 @@ class PaymentsStateLog:
 
     async def before(self, records: Sequence[Record]) -> None:
         """Restore every partition of the batch this worker does not hold yet."""
-        for partition, first in taken_over(records, self.held):
+        taken = taken_over(records, self.held)
+        for partition, first in taken:
             what = f"restoring the state of partition {partition}"
             await _retrying(what, self._restore, partition, first)
+        if taken:
+            await self.reader.close()  # idle until the next takeover: no connection held
 
     async def _restore(self, partition: int, first: int) -> None:
         started = time.perf_counter()
@@ -424,9 +458,12 @@ class KeyedStateLog:
         self.held &= partitions
 
     async def before(self, records: Sequence[Record]) -> None:
-        for partition, _first in taken_over(records, self.held):
+        taken = taken_over(records, self.held)
+        for partition, _first in taken:
             what = f"restoring the {self.stage.name} state of partition {partition}"
             await _retrying(what, self._restore, partition)
+        if taken:
+            await self.reader.close()  # idle until the next takeover: no connection held
 
     async def _restore(self, partition: int) -> None:
         started = time.perf_counter()
@@ -468,9 +505,12 @@ class HealthRestorer:
         self.held &= partitions
 
     async def before(self, records: Sequence[Record]) -> None:
-        for partition, first in taken_over(records, self.held):
+        taken = taken_over(records, self.held)
+        for partition, first in taken:
             what = f"rebuilding the health of deltas partition {partition}"
             await _retrying(what, self._rebuild, partition, first)
+        if taken:
+            await self.reader.close()  # idle until the next takeover: no connection held
 
     async def _rebuild(self, partition: int, first: int) -> None:
         started = time.perf_counter()
