@@ -179,6 +179,20 @@ def resent_identical(sent: Sequence[dict[str, Any]]) -> tuple[int, int]:
     return resent, len(first)
 
 
+def a_dies_midway(parts: dict[int, list[Record]], logs: Logs) -> dict[int, int]:
+    """Worker A processes half the batches and one more, logging each one's state and sending
+    its outputs, then dies; returns the offsets the group had committed (three batches
+    behind)."""
+    a = Worker()
+    a_batches = batches(parts, dict.fromkeys(parts, 0), BATCH)
+    crash = len(a_batches) // 2
+    for batch in a_batches[: crash + 1]:
+        outs, journal = a.process(batch)
+        logs.write_state(journal)
+        logs.send(outs)
+    return committed_after(parts, a_batches[: crash - 3])
+
+
 def channel_counts(deltas: Sequence[Record]) -> dict[tuple[str, str, int], list[int]]:
     return health_counts(TOPICS, [(r.partition, r.offset, r.value) for r in deltas])
 
@@ -256,17 +270,12 @@ def test_a_successor_re_sends_the_logged_decisions(
     successor holding other partitions would decide a redelivered attempt differently; it
     re-sends the decision the previous owner logged instead (without the log: some differ)."""
     logs = Logs()
-    a = Worker()
-    a_batches = batches(parts, dict.fromkeys(parts, 0), BATCH)
-    crash = len(a_batches) // 2
-    for batch in a_batches[: crash + 1]:
-        outs, journal = a.process(batch)
-        logs.write_state(journal)
-        logs.send(outs)
+    a_dies_midway(parts, logs)
     a_sent = {(d["transaction_id"], d["decided_at"]): d for d in logs.decisions}
 
     b = Worker()
-    for batch in a_batches[:crash]:  # B has seen the same devices, IPs and merchants elsewhere
+    a_batches = batches(parts, dict.fromkeys(parts, 0), BATCH)
+    for batch in a_batches[: len(a_batches) // 2]:  # B has seen the same entities elsewhere
         b.process([Record(r.topic, r.value, r.key, 99, r.offset) for r in batch])
     resume = {p: marker["first"] for p, marker in logs.markers.items()}
     for p in parts:
@@ -321,14 +330,7 @@ def test_a_successor_getting_the_records_again_re_sends_the_same_decisions(
     send other decisions) and re-send its own decisions unchanged."""
     want_state, want_counts = clean
     logs = Logs()
-    a = Worker()
-    a_batches = batches(parts, dict.fromkeys(parts, 0), BATCH)
-    crash = len(a_batches) // 2
-    for batch in a_batches[: crash + 1]:
-        outs, journal = a.process(batch)
-        logs.write_state(journal)
-        logs.send(outs)
-    committed = committed_after(parts, a_batches[: crash - 3])
+    committed = a_dies_midway(parts, logs)
     b = Worker()
     for p in parts:
         logs.restore(b, p, committed[p])
@@ -352,14 +354,7 @@ def test_a_successors_own_markers_leave_out_what_it_skipped(
     moved on since A did (found by the crash test)."""
     want_state, _ = clean
     logs = Logs()
-    a = Worker()
-    a_batches = batches(parts, dict.fromkeys(parts, 0), BATCH)
-    crash = len(a_batches) // 2
-    for batch in a_batches[: crash + 1]:
-        outs, journal = a.process(batch)
-        logs.write_state(journal)
-        logs.send(outs)
-    committed = committed_after(parts, a_batches[: crash - 3])
+    committed = a_dies_midway(parts, logs)
     b = Worker()
     for p in parts:
         logs.restore(b, p, committed[p])
