@@ -154,6 +154,12 @@ def _at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+def _fact_epoch(fact: dict[str, Any]) -> float:
+    """When a callback fact was received (epoch seconds; -inf when it cannot be read)."""
+    received = _parse_iso(fact.get("received_at"))
+    return _epoch(received) if received is not None else float("-inf")
+
+
 def _parse_iso(text: Any) -> datetime | None:
     if not isinstance(text, str):
         return None
@@ -635,15 +641,12 @@ class SettlementStage(Stage):
             "deadline": deadline,
         }
         if value.get("status") == "failed":
-            # No settlement follows a failed attempt; a callback reporting the failure is
-            # absorbed, and a retry (same id, later attempt) is awaited afresh. A settlement
-            # that came first is the retry's: it keeps waiting for it.
+            # No settlement follows a failed attempt, and a retry (same id, later attempt) is
+            # awaited afresh. A callback belongs to the latest attempt created before it was
+            # received, whichever path brought it first: one received after this attempt keeps
+            # waiting, for a retry (or is dropped, if none comes: it was this attempt's own).
             self.awaiting.pop(tx_id, None)
-            waiting = self.early.pop(tx_id, None)
-            if waiting:
-                kept = [f for f in waiting["facts"] if f.get("status") != FactStatus.FAILED.value]
-                if kept:
-                    self.early[tx_id] = {"until": waiting["until"], "facts": kept}
+            self._keep_waiting(tx_id, entry["created_at"])
             self.recent[tx_id] = {
                 **entry,
                 "missed": False,
@@ -651,6 +654,8 @@ class SettlementStage(Stage):
                 "final_at": entry["created_at"],
             }
             return
+        if prior is not None:  # a retry of a failed attempt: that attempt's callbacks go
+            self._keep_waiting(tx_id, entry["created_at"])
         self.recent.pop(tx_id, None)
         known = self.awaiting.get(tx_id)
         self.awaiting[tx_id] = entry
@@ -674,17 +679,26 @@ class SettlementStage(Stage):
         entry = self.awaiting.get(tx_id)
         if entry is None:
             recent = self.recent.get(tx_id)
-            status = value.get("status")
-            for_retry = status in FINAL_VALUES and status != FactStatus.FAILED.value
-            if recent is not None and not (for_retry and recent.get("failed")):
-                if recent.get("missed") and status == FactStatus.SETTLED.value:
+            if recent is not None and recent.get("failed"):
+                if _epoch(received) < float(recent["created_at"]):
+                    return  # an earlier attempt's
+                # The failed attempt's own, or a retry's not read yet (transaction facts and
+                # callbacks reach this topic by different paths): it waits.
+            elif recent is not None:
+                if recent.get("missed") and value.get("status") == FactStatus.SETTLED.value:
                     self._apply(tx_id, recent, value, touched)  # late, but its delay is real
                 return
-            # Unknown yet, or a failed attempt's id settling: its retry has not been read yet
-            # (transaction facts and callbacks reach this topic by different paths).
             self._wait(tx_id, value, received)
             return
         self._apply(tx_id, entry, value, touched)
+
+    def _keep_waiting(self, tx_id: str, since: float) -> None:
+        """Drop the waiting callbacks of `tx_id` received before `since` (an earlier attempt's)."""
+        waiting = self.early.pop(tx_id, None)
+        if waiting:
+            kept = [f for f in waiting["facts"] if _fact_epoch(f) >= since]
+            if kept:
+                self.early[tx_id] = {"until": waiting["until"], "facts": kept}
 
     def _wait(self, tx_id: str, value: dict[str, Any], received: datetime) -> None:
         waiting = self.early.get(tx_id)
@@ -705,7 +719,14 @@ class SettlementStage(Stage):
         limit = self.rules.early_callbacks.max_waiting
         while len(self.early) > limit:
             oldest = next(iter(self.early))
-            self._unmatched(self.early.pop(oldest))
+            self._given_up(oldest, self.early.pop(oldest))
+
+    def _given_up(self, tx_id: str, waiting: dict[str, Any]) -> None:
+        """Callbacks that waited in vain: unmatched, unless their id's last attempt failed (then
+        they were that attempt's own, kept in case a retry came)."""
+        prior = self.recent.get(tx_id)
+        if prior is None or not prior.get("failed"):
+            self._unmatched(waiting)
 
     def _unmatched(self, waiting: dict[str, Any]) -> None:
         for fact in waiting["facts"]:
@@ -816,7 +837,8 @@ class SettlementStage(Stage):
             waiting = self.early[tx_id]
             if waiting["until"] >= tx_now:
                 break  # arrival order: the rest are younger
-            self._unmatched(self.early.pop(tx_id))
+            del self.early[tx_id]
+            self._given_up(tx_id, waiting)
         horizon = now - self.rules.duplicates.remember_s
         expire_front(self.recent, horizon, lambda v: float(v["final_at"]))
         bound_front(self.recent, self.rules.duplicates.max_remembered)

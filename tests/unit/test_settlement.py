@@ -343,34 +343,37 @@ def test_a_failed_attempt_absorbs_its_callback_and_a_retry_is_awaited() -> None:
     unmatched = sample("pantau_callbacks_unmatched_total", provider="xendit")
     run(stage, transaction("f2", T0, channel="OVO", method="ewallet", status="failed"))
     run(stage, callback("f2", T0 + timedelta(seconds=3), status="failed"))
-    assert "f2" not in stage.early and "f2" not in stage.awaiting
+    # Its own failure, or a retry's not read yet: it waits, awaiting nothing.
+    assert "f2" in stage.early and "f2" not in stage.awaiting
     run(stage, transaction("f2", T0 + timedelta(minutes=1), channel="OVO", method="ewallet",
                            status="success"))  # fmt: skip
-    assert "f2" in stage.awaiting
+    assert "f2" in stage.awaiting and "f2" not in stage.early  # received before the retry
     run(stage, callback("f2", T0 + timedelta(minutes=1, seconds=4)))
     assert "f2" not in stage.awaiting and stage.delays["OVO|ewallet"][-1][1] == 4
     run(stage, transaction("later", T0 + timedelta(hours=2), channel="BCA"))
     assert sample("pantau_callbacks_unmatched_total", provider="xendit") == unmatched
 
 
+@pytest.mark.parametrize("outcome", ["settled", "failed"])
 @pytest.mark.parametrize("settled_at", [0, 1, 2])
-def test_a_retrys_settlement_counts_wherever_it_arrives(settled_at: int) -> None:
+def test_a_retrys_callback_counts_wherever_it_arrives(settled_at: int, outcome: str) -> None:
     """Transaction facts and callbacks reach pantau.settlement by different paths: the retry's
-    settlement may come before the failed attempt, between it and the retry, or after both. The
-    state ends the same whichever."""
+    callback (its settlement, or its expiry) may come before the failed attempt, between it and
+    the retry, or after both. The state ends the same whichever."""
     failed = transaction("r9", T0, channel="OVO", method="ewallet", status="failed")
     retry = transaction("r9", T0 + timedelta(minutes=1), channel="OVO", method="ewallet",
-                        status="success")  # fmt: skip
-    settled = callback("r9", T0 + timedelta(minutes=1, seconds=4))
+                        status="pending")  # fmt: skip
+    final = callback("r9", T0 + timedelta(minutes=1, seconds=4), status=outcome)
     order = [failed, retry]
-    order.insert(settled_at, settled)
+    order.insert(settled_at, final)
     stage = SettlementStage(TOPICS, rules())
     for record in order:
         run(stage, record)
     assert not stage.early and not stage.awaiting
     assert stage.recent["r9"]["final_at"] == (T0 + timedelta(minutes=1, seconds=4)).timestamp()
     assert not stage.recent["r9"].get("failed")
-    assert [d for _, d in stage.delays["OVO|ewallet"]] == [4]
+    delays = [d for _, d in stage.delays.get("OVO|ewallet", [])]
+    assert delays == ([4] if outcome == "settled" else [])
 
 
 def test_memory_is_bounded_in_count() -> None:
