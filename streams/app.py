@@ -223,14 +223,7 @@ def _add_durable_state(app: faust.App, runtime: Runtime) -> None:
                 stage, settings, writer, PartitionReader(settings)
             )
         elif isinstance(stage, SettlementStage | CallbacksStage):
-            topic = (
-                settings.topics.settlement_state
-                if isinstance(stage, SettlementStage)
-                else settings.topics.callbacks_state
-            )
-            runtime.durables[stage.name] = KeyedStateLog(
-                stage, topic, writer, PartitionReader(settings)
-            )
+            runtime.durables[stage.name] = KeyedStateLog(stage, writer, PartitionReader(settings))
         elif isinstance(stage, HealthShards):
             runtime.durables[stage.name] = HealthRestorer(stage, PartitionReader(settings))
     if not runtime.durables:

@@ -351,6 +351,11 @@ class CallbacksStage(Stage):
     def consumes(self) -> tuple[str, ...]:
         return (self.topics.callbacks,)
 
+    @property
+    def changelog(self) -> str:
+        """Where its state goes live (streams/statelog.py KeyedStateLog)."""
+        return self.topics.callbacks_state
+
     def state_maps(self) -> dict[str, MutableMapping[str, Any]]:
         """The state by name, as its changelog keys name it (`<name>/<key>`)."""
         return {"seen": self.seen, "failures": self.failures.state}
@@ -592,6 +597,11 @@ class SettlementStage(Stage):
     @property
     def consumes(self) -> tuple[str, ...]:
         return (self.topics.settlement,)
+
+    @property
+    def changelog(self) -> str:
+        """Where its state goes live (streams/statelog.py KeyedStateLog)."""
+        return self.topics.settlement_state
 
     def process(self, records: Sequence[Record]) -> list[Out]:
         touched: set[str] = set()

@@ -109,28 +109,28 @@ class PartitionWriter:
 
     async def _start(self) -> Any:
         async with self._starting:
-            return await self._started()
-
-    async def _started(self) -> Any:
-        if self._producer is None:
-            from aiokafka import AIOKafkaProducer
-
-            producer = AIOKafkaProducer(
-                **client_options(self.settings),
-                acks="all",
-                enable_idempotence=False,
-                max_batch_size=self.MAX_BATCH_BYTES,
-                max_request_size=2 * self.MAX_BATCH_BYTES,
-                request_timeout_ms=15000,
-                client_id=f"{self.settings.app_id}-state",
-            )
-            try:
-                await producer.start()
-            except BaseException:
-                await producer.stop()
-                raise
-            self._producer = producer
+            if self._producer is None:
+                self._producer = await self._new_producer()
         return self._producer
+
+    async def _new_producer(self) -> Any:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(
+            **client_options(self.settings),
+            acks="all",
+            enable_idempotence=False,
+            max_batch_size=self.MAX_BATCH_BYTES,
+            max_request_size=2 * self.MAX_BATCH_BYTES,
+            request_timeout_ms=15000,
+            client_id=f"{self.settings.app_id}-state",
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # the broker away: no half-started client left behind
+            raise
+        return producer
 
     async def write(
         self, topic: str, messages: dict[int, list[tuple[bytes, bytes | None]]]
@@ -213,6 +213,23 @@ async def _retrying(what: str, attempt: Callable[..., Awaitable[None]], *args: A
             return
 
 
+async def restore_taken(
+    records: Sequence[Record],
+    held: set[int],
+    reader: PartitionReader,
+    what: str,
+    restore: Callable[[int, int], Awaitable[None]],
+) -> None:
+    """Restore every partition of the batch not held yet (`restore(partition, first offset in
+    the batch)`, retried until it succeeds; `what` names it in the log, with the partition),
+    then close the reader: it stays idle until the next takeover, holding no connection."""
+    taken = taken_over(records, held)
+    for partition, first in taken:
+        await _retrying(f"{what} {partition}", restore, partition, first)
+    if taken:
+        await reader.close()
+
+
 def taken_over(records: Sequence[Record], held: set[int]) -> list[tuple[int, int]]:
     """(partition, first offset in the batch) of each partition of the batch not held yet."""
     firsts: dict[int, int] = {}
@@ -224,7 +241,7 @@ def taken_over(records: Sequence[Record], held: set[int]) -> list[tuple[int, int
 
 def batch_markers(
     records: Sequence[Record], decided: dict[int, list[tuple[str, dict[str, Any]]]]
-) -> dict[int, bytes]:
+) -> dict[int, dict[str, Any]]:
     """Each partition's marker for a batch (see MARKER): its lowest and highest offset in the
     batch and the decisions made for it."""
     span: dict[int, list[int]] = {}  # partition → [first, highest] offset in the batch
@@ -235,35 +252,32 @@ def batch_markers(
         seen = span.setdefault(partition, [offset, offset])
         seen[0], seen[1] = min(seen[0], offset), max(seen[1], offset)
     return {
-        partition: orjson.dumps(
-            {"offset": offset, "first": first, "decided": decided.get(partition, [])}
-        )
+        partition: {"offset": offset, "first": first, "decided": decided.get(partition, [])}
         for partition, (first, offset) in sorted(span.items())
     }
 
 
 def payments_markers(stage: PaymentsStage, records: Sequence[Record]) -> dict[int, bytes]:
-    """The payments stage's markers for a batch it has processed. The next owner decides every
-    record from a marker's first offset on afresh, except those the marker logs a decision for;
-    so a marker covers only the records this worker decided (not those it skipped because a
-    previous owner delivered them), and while this worker is still inside the previous owner's
-    last logged batch, it carries that batch's decisions and end on (the previous owner may have
-    sent them; this worker's state already holds them)."""
+    """The payments stage's markers for a batch it has processed, as the changelog carries them.
+    The next owner decides every record from a marker's first offset on afresh, except those the
+    marker logs a decision for; so a marker covers only the records this worker decided (not
+    those it skipped because a previous owner delivered them), and while this worker is still
+    inside the previous owner's last logged batch, it carries that batch's decisions and end on
+    (the previous owner may have sent them; this worker's state already holds them)."""
     decided = stage.journal()
     if stage.delivered:
         records = stage.not_delivered(records)
     markers = batch_markers(records, decided)
     for partition in [p for p in stage.inherited if p in markers]:
         upto, logged = stage.inherited[partition]
-        marker = orjson.loads(markers[partition])
+        marker = markers[partition]
         if marker["offset"] >= upto:
             del stage.inherited[partition]  # past it: its own decisions cover the rest
             continue
         mine = {key for key, _ in marker["decided"]}
         marker["decided"] = [*[d for d in logged if d[0] not in mine], *marker["decided"]]
         marker["offset"] = upto
-        markers[partition] = orjson.dumps(marker)
-    return markers
+    return {partition: orjson.dumps(marker) for partition, marker in markers.items()}
 
 
 def read_marker(value: bytes | None) -> dict[str, Any]:
@@ -365,12 +379,8 @@ class PaymentsStateLog:
 
     async def before(self, records: Sequence[Record]) -> None:
         """Restore every partition of the batch this worker does not hold yet."""
-        taken = taken_over(records, self.held)
-        for partition, first in taken:
-            what = f"restoring the state of partition {partition}"
-            await _retrying(what, self._restore, partition, first)
-        if taken:
-            await self.reader.close()  # idle until the next takeover: no connection held
+        what = "restoring the state of partition"
+        await restore_taken(records, self.held, self.reader, what, self._restore)
 
     async def _restore(self, partition: int, first: int) -> None:
         started = time.perf_counter()
@@ -410,6 +420,9 @@ class JournaledStage(Protocol):
 
     name: str
 
+    @property
+    def changelog(self) -> str: ...
+
     def journal_state(self) -> PartitionedMaps: ...
 
     def restored(self, partition: int) -> None: ...
@@ -434,13 +447,12 @@ class KeyedStateLog:
     def __init__(
         self,
         stage: JournaledStage,
-        topic: str,
         writer: PartitionWriter,
         reader: PartitionReader,
     ) -> None:
         self.stage = stage
         self.durable: PartitionedMaps = stage.journal_state()
-        self.topic = topic
+        self.topic = stage.changelog
         self.writer = writer
         self.reader = reader
         self.held: set[int] = set()
@@ -458,14 +470,10 @@ class KeyedStateLog:
         self.held &= partitions
 
     async def before(self, records: Sequence[Record]) -> None:
-        taken = taken_over(records, self.held)
-        for partition, _first in taken:
-            what = f"restoring the {self.stage.name} state of partition {partition}"
-            await _retrying(what, self._restore, partition)
-        if taken:
-            await self.reader.close()  # idle until the next takeover: no connection held
+        what = f"restoring the {self.stage.name} state of partition"
+        await restore_taken(records, self.held, self.reader, what, self._restore)
 
-    async def _restore(self, partition: int) -> None:
+    async def _restore(self, partition: int, _first: int) -> None:
         started = time.perf_counter()
         items, _, read = await read_changelog(self.reader, self.topic, partition)
         held = self.durable.restore(partition, items)
@@ -505,12 +513,8 @@ class HealthRestorer:
         self.held &= partitions
 
     async def before(self, records: Sequence[Record]) -> None:
-        taken = taken_over(records, self.held)
-        for partition, first in taken:
-            what = f"rebuilding the health of deltas partition {partition}"
-            await _retrying(what, self._rebuild, partition, first)
-        if taken:
-            await self.reader.close()  # idle until the next takeover: no connection held
+        what = "rebuilding the health of deltas partition"
+        await restore_taken(records, self.held, self.reader, what, self._rebuild)
 
     async def _rebuild(self, partition: int, first: int) -> None:
         started = time.perf_counter()
