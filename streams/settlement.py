@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -273,6 +273,33 @@ def unscoped(key: str) -> str:
     return rest if sep and head.isdigit() else key
 
 
+def grouped(keys: Iterable[str]) -> dict[str, list[str]]:
+    """Scoped keys by the key they are about (one per partition live), in sorted order."""
+    out: dict[str, list[str]] = {}
+    for key in sorted(keys):
+        out.setdefault(unscoped(key), []).append(key)
+    return dict(sorted(out.items()))
+
+
+def owned_scoped(durable: PartitionedMaps | None, partition: int | None, key: str) -> str:
+    """A window key of `partition`, owned by it, when the state is journaled (live); the key
+    itself otherwise."""
+    if durable is None or partition is None:
+        return key
+    key = scoped(partition, key)
+    durable.own(key, partition)
+    return key
+
+
+def in_time_order(mapping: MutableMapping[str, Any], at: Callable[[Any], float]) -> None:
+    """Re-insert a mapping's entries in time order (restored ones were appended at its end;
+    the bounds and expiry take the oldest from the front)."""
+    data = mapping.data if isinstance(mapping, TrackedMap) else mapping
+    ordered = sorted(data.items(), key=lambda kv: at(kv[1]))
+    data.clear()
+    data.update(ordered)
+
+
 def expire_front(
     state: MutableMapping[str, Any], horizon: float, at: Callable[[Any], float]
 ) -> None:
@@ -372,10 +399,7 @@ class CallbacksStage(Stage):
 
     def restored(self, partition: int) -> None:
         """A partition's dedup memory was loaded: back in time order (it expires from the front)."""
-        data = self.seen.data if isinstance(self.seen, TrackedMap) else self.seen
-        ordered = sorted(data.items(), key=lambda kv: _seen_at(kv[1]))
-        data.clear()
-        data.update(ordered)
+        in_time_order(self.seen, _seen_at)
 
     def handed_over(self, partition: int) -> None:
         return None
@@ -400,7 +424,8 @@ class CallbacksStage(Stage):
                 metrics.child(
                     metrics.CALLBACK_VERIFICATION_FAILURES, provider, exc.reason.value
                 ).inc()
-                self.failures.add(self._scoped(record, provider), _epoch(event.received_at))
+                key = owned_scoped(self.durable, record.partition, provider)
+                self.failures.add(key, _epoch(event.received_at))
                 touched[provider] = None
                 out.append(self._untrusted(record, event, f"untrusted_callback: {provider} {exc}"))
                 continue
@@ -450,19 +475,13 @@ class CallbacksStage(Stage):
                 letter.value[field] = text
         return letter
 
-    def _scoped(self, record: Record, key: str) -> str:
-        """A failure-count key of the record's partition (owned by it, live)."""
-        if self.durable is None or record.partition is None:
-            return key
-        key = scoped(record.partition, key)
-        self.durable.own(key, record.partition)
-        return key
-
-    def _evaluate(self, provider: str) -> list[Out]:
+    def _evaluate(self, provider: str, keys: Sequence[str] | None = None) -> list[Out]:
+        """Judge a provider's signature failures (`keys`: its failure-count keys, one per
+        partition; found when not given)."""
         now = _epoch(self.clock.latest)
-        count = sum(
-            self.failures.count(k, now) for k in self.failures.names() if unscoped(k) == provider
-        )
+        if keys is None:
+            keys = grouped(self.failures.names()).get(provider, [])
+        count = sum(self.failures.count(k, now) for k in keys)
         rule = self.failure_rule
         return self.alerts.update(
             "callback_signature_failures",
@@ -479,9 +498,9 @@ class CallbacksStage(Stage):
         if not self.clock.started:
             return []
         out: list[Out] = []
-        providers = dict.fromkeys(sorted(unscoped(k) for k in self.failures.names()))
-        for provider in providers:
-            out.extend(self._evaluate(provider))
+        providers = grouped(self.failures.names())
+        for provider, keys in providers.items():
+            out.extend(self._evaluate(provider, keys))
         for alert in list(self.alerts.state.values()):
             provider = alert.get("labels", {}).get("provider")
             firing_here = alert.get("alert") == "callback_signature_failures"
@@ -763,7 +782,7 @@ class SettlementStage(Stage):
         delay = max(0.0, _epoch(settled) - float(entry["created_at"]))
         channel, method = str(entry["channel"]), str(entry["method"])
         metrics.child(metrics.SETTLEMENT_DELAY, channel, method).observe(delay)
-        key = self._scoped(f"{channel}|{method}")
+        key = owned_scoped(self.durable, self._partition, f"{channel}|{method}")
         samples = self.delays.get(key)
         if samples is None:
             samples = []
@@ -771,15 +790,6 @@ class SettlementStage(Stage):
         self.delays[key] = samples  # reassigned: a changelogged table sees the change
         self._sorted_delays.added(key, delay, samples)
         touched.add(key)
-
-    def _scoped(self, key: str) -> str:
-        """A window key of the current record's partition (owned by it, live)."""
-        partition = self._partition
-        if self.durable is None or partition is None:
-            return key
-        key = scoped(partition, key)
-        self.durable.own(key, partition)
-        return key
 
     # -- durable state (live; a replay keeps everything in one process) ------------------------
 
@@ -811,11 +821,8 @@ class SettlementStage(Stage):
         """A partition's state was loaded: its transactions get their timers, and the waiting
         and finished ones their place in time order (the bounds drop the oldest first)."""
         self._rebuild_deadlines()
-        for mapping, at in ((self.early, "until"), (self.recent, "final_at")):
-            data = mapping.data if isinstance(mapping, TrackedMap) else mapping
-            ordered = sorted(data.items(), key=lambda kv: float(kv[1][at]))
-            data.clear()
-            data.update(ordered)
+        in_time_order(self.early, lambda v: float(v["until"]))
+        in_time_order(self.recent, lambda v: float(v["final_at"]))
 
     def handed_over(self, partition: int) -> None:
         """A partition's keys were dropped: forget what was derived from them."""
@@ -838,10 +845,9 @@ class SettlementStage(Stage):
             self.recent[tx_id] = {**entry, "missed": True, "final_at": deadline}
             channel, method = str(entry["channel"]), str(entry["method"])
             metrics.child(metrics.CALLBACKS_MISSING, channel, method).inc()
-            if self.durable is not None:
-                self._partition = self.durable.owner.get(tx_id)
+            partition = self.durable.owner.get(tx_id) if self.durable is not None else None
             # when it is noticed: event time may have jumped
-            self.missing.add(self._scoped(channel), now)
+            self.missing.add(owned_scoped(self.durable, partition, channel), now)
         tx_now = _epoch(self.tx_clock.watermark) if self.tx_clock.started else float("-inf")
         for tx_id in list(self.early.keys()):
             waiting = self.early[tx_id]
@@ -867,11 +873,8 @@ class SettlementStage(Stage):
         now = _epoch(self.clock.watermark)
         rule = self.rules.alerts.settlement_delay_high
         start = now - self.delay_window
-        scoped_keys: dict[str, list[str]] = {}  # channel|method → its keys, one per partition
-        for key in delay_keys:
-            scoped_keys.setdefault(unscoped(key), []).append(key)
-        for base in sorted(scoped_keys):
-            values = self._window(scoped_keys[base], start)
+        for base, keys in grouped(delay_keys).items():  # channel|method → one key per partition
+            values = self._window(keys, start)
             channel, method = base.split("|", 1)
             labels = {"channel": channel, "method": method}
             if not values:
@@ -900,9 +903,7 @@ class SettlementStage(Stage):
             )
         if all_channels:
             miss = self.rules.alerts.callbacks_missing
-            per_channel: dict[str, list[str]] = {}
-            for key in self.missing.names():
-                per_channel.setdefault(unscoped(key), []).append(key)
+            per_channel = grouped(self.missing.names())
             channels = set(per_channel)
             channels.update(
                 a["labels"]["channel"]
@@ -930,7 +931,7 @@ class SettlementStage(Stage):
         """The delays of these keys (one per partition) settled after `start`, sorted; samples
         before it leave the state."""
         merged: list[float] = []
-        for key in sorted(keys):
+        for key in keys:
             samples = self.delays.get(key) or []
             cut = 0
             while cut < len(samples) and samples[cut][0] <= start:
