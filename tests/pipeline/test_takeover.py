@@ -132,6 +132,12 @@ class Logs:
         for p, marker in journal.markers.items():
             self.markers[p] = read_marker(marker)  # as PaymentsStateLog writes and reads it
 
+    def handle(self, worker: Worker, batch: Sequence[Record]) -> None:
+        """What a live worker does with a batch: process it, log its state, send its outputs."""
+        outs, journal = worker.process(batch)
+        self.write_state(journal)
+        self.send(outs)
+
     def restore(self, worker: Worker, partition: int, first: int, decided: bool = True) -> None:
         """What PaymentsStateLog does on a takeover, the group resuming at offset `first`
         (`decided=False`: as if the previous owner's decisions were not logged)."""
@@ -187,9 +193,7 @@ def a_dies_midway(parts: dict[int, list[Record]], logs: Logs) -> dict[int, int]:
     a_batches = batches(parts, dict.fromkeys(parts, 0), BATCH)
     crash = len(a_batches) // 2
     for batch in a_batches[: crash + 1]:
-        outs, journal = a.process(batch)
-        logs.write_state(journal)
-        logs.send(outs)
+        logs.handle(a, batch)
     return committed_after(parts, a_batches[: crash - 3])
 
 
@@ -246,9 +250,7 @@ def test_a_successor_restores_the_state_and_counts_every_attempt_once(
         redelivered += sum(
             1 for r in batch if r.offset is not None and r.offset <= logged_upto[r.partition]
         )
-        outs, journal = b.process(batch)
-        logs.write_state(journal)
-        logs.send(outs)
+        logs.handle(b, batch)
     assert redelivered > 100  # B did see A's records again (otherwise nothing was tested)
 
     # Every decision sent twice is the same twice; only A's last logged batch is sent again.
@@ -307,9 +309,7 @@ def test_without_the_offsets_a_successor_would_count_twice(
     a_batches = batches(parts, dict.fromkeys(parts, 0), BATCH)
     crash = len(a_batches) // 2
     for batch in a_batches[:crash]:
-        outs, journal = a.process(batch)
-        logs.write_state(journal)
-        logs.send(outs)
+        logs.handle(a, batch)
     committed = committed_after(parts, a_batches[: crash - 3])
     b = Worker()
     for batch in batches(parts, committed, 120):
@@ -336,9 +336,7 @@ def test_a_successor_getting_the_records_again_re_sends_the_same_decisions(
         logs.restore(b, p, committed[p])
     for _ in range(2):  # the second time: the rebalance that kept B's partitions
         for batch in batches(parts, committed, 120):
-            outs, journal = b.process(batch)
-            logs.write_state(journal)
-            logs.send(outs)
+            logs.handle(b, batch)
     resent, distinct = resent_identical(logs.decisions)
     assert resent > distinct // 3
     assert b.state == want_state
@@ -360,9 +358,7 @@ def test_a_successors_own_markers_leave_out_what_it_skipped(
         logs.restore(b, p, committed[p])
     skipped = 0
     for batch in batches(parts, committed, 80):
-        outs, journal = b.process(batch)
-        logs.write_state(journal)
-        logs.send(outs)
+        logs.handle(b, batch)
         skipped = len(batch) - len(b.payments.not_delivered(batch))
         if 0 < skipped < len(batch):
             break  # B dies after a batch that held A's records and its own
@@ -371,9 +367,7 @@ def test_a_successors_own_markers_leave_out_what_it_skipped(
     for p in parts:
         logs.restore(c, p, committed[p])
     for batch in batches(parts, committed, 120):
-        outs, journal = c.process(batch)
-        logs.write_state(journal)
-        logs.send(outs)
+        logs.handle(c, batch)
     resent, _ = resent_identical(logs.decisions)
     assert resent > 0
     assert c.state == want_state
