@@ -14,13 +14,14 @@ import orjson
 
 from models.features import partition_of
 from streams.core import Out, Record
-from streams.durable import decode_value, encode_value
+from streams.durable import decode_value
 from streams.payments import PaymentsStage
 from streams.pipeline import internal_record
 from streams.settings import Settings
 from streams.settlement import SettlementStage, build_settlement, unscoped
 from streams.sim_callbacks import sim_settings_overrides
 from streams.simulator import generate
+from streams.statelog import encoded
 
 PARTITIONS = 4
 BATCH = 60
@@ -106,10 +107,8 @@ class Worker:
     def run(self, batch: list[Record]) -> None:
         self.stage.process(batch)
         self.stage.tick()
-        for p, keys in self.durable.changes().items():
-            self.changelog.setdefault(p, []).extend(
-                (k.encode(), encode_value(v) if v is not None else None) for k, v in keys.items()
-            )
+        for p, messages in encoded(self.durable.changes()).items():
+            self.changelog.setdefault(p, []).extend(messages)
 
 
 def state_of(*stages: SettlementStage) -> dict[str, Any]:
