@@ -197,6 +197,18 @@ def a_dies_midway(parts: dict[int, list[Record]], logs: Logs) -> dict[int, int]:
     return committed_after(parts, a_batches[: crash - 3])
 
 
+def a_dies_and_b_takes_over(
+    parts: dict[int, list[Record]], logs: Logs
+) -> tuple[Worker, dict[int, int]]:
+    """A dies midway; worker B restores every partition from the changelog, the group resuming
+    at the committed offsets. Returns B and those offsets."""
+    committed = a_dies_midway(parts, logs)
+    b = Worker()
+    for p in parts:
+        logs.restore(b, p, committed[p])
+    return b, committed
+
+
 def channel_counts(deltas: Sequence[Record]) -> dict[tuple[str, str, int], list[int]]:
     return health_counts(TOPICS, [(r.partition, r.offset, r.value) for r in deltas])
 
@@ -330,10 +342,7 @@ def test_a_successor_getting_the_records_again_re_sends_the_same_decisions(
     send other decisions) and re-send its own decisions unchanged."""
     want_state, want_counts = clean
     logs = Logs()
-    committed = a_dies_midway(parts, logs)
-    b = Worker()
-    for p in parts:
-        logs.restore(b, p, committed[p])
+    b, committed = a_dies_and_b_takes_over(parts, logs)
     for _ in range(2):  # the second time: the rebalance that kept B's partitions
         for batch in batches(parts, committed, 120):
             logs.handle(b, batch)
@@ -352,10 +361,7 @@ def test_a_successors_own_markers_leave_out_what_it_skipped(
     moved on since A did (found by the crash test)."""
     want_state, _ = clean
     logs = Logs()
-    committed = a_dies_midway(parts, logs)
-    b = Worker()
-    for p in parts:
-        logs.restore(b, p, committed[p])
+    b, committed = a_dies_and_b_takes_over(parts, logs)
     skipped = 0
     for batch in batches(parts, committed, 80):
         logs.handle(b, batch)
