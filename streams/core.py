@@ -25,11 +25,13 @@ class Record:
 
 @dataclass(slots=True)
 class Out:
-    """One message a stage wants sent: a JSON-ready value (or a model) and its key."""
+    """One message a stage wants sent: a JSON-ready value (or a model), its key and, rarely, the
+    partition it must go to (None: the producer's partitioner decides by key)."""
 
     topic: str
     key: str | None
     value: dict[str, Any]
+    partition: int | None = None
 
     @classmethod
     def of(cls, topic: str, key: str | None, model: BaseModel) -> Out:

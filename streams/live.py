@@ -76,7 +76,7 @@ class Sender:
     async def send_all(self, outs: Sequence[Out]) -> None:
         if not outs:
             return
-        await self.send_raw([(out.topic, *encode(out), None) for out in outs])
+        await self.send_raw([(out.topic, *encode(out), out.partition) for out in outs])
 
     async def send_raw(self, messages: Sequence[Raw]) -> None:
         """Send encoded messages (a partition each, or None), retried like `send_all`."""
