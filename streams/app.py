@@ -178,13 +178,21 @@ def create_app(
 
 
 def _sharded(stages: list[Stage]) -> list[Stage]:
-    """Live, the health stage keeps one shard per deltas partition (see HealthShards)."""
+    """Live, the health stage keeps one shard per deltas partition (see HealthShards), and the
+    alert-windows judge one per samples partition (see WindowedAlertShards)."""
+    from streams.alert_windows import WindowedAlerts, WindowedAlertShards
     from streams.health import FailoverStateStage, HealthShards, HealthStage
 
     out: list[Stage] = []
     shards: HealthShards | None = None
     for stage in stages:
-        if isinstance(stage, HealthStage):
+        if isinstance(stage, WindowedAlerts):
+
+            def judge(proto: WindowedAlerts = stage) -> WindowedAlerts:
+                return WindowedAlerts(proto.topics, proto.rules, lateness=proto.clock.lateness)
+
+            out.append(WindowedAlertShards(judge))
+        elif isinstance(stage, HealthStage):
 
             def make(proto: HealthStage = stage) -> HealthStage:
                 return HealthStage(proto.topics, proto.rules, lateness=proto.clock.lateness)
@@ -201,7 +209,8 @@ def _sharded(stages: list[Stage]) -> list[Stage]:
 
 def _add_durable_state(app: faust.App, runtime: Runtime) -> None:
     """The payments, callbacks and settlement stages' state to their changelogs, the health
-    shards rebuilt on takeover; all follow the group's assignment."""
+    and alert-windows shards rebuilt on takeover; all follow the group's assignment."""
+    from streams.alert_windows import WindowedAlertShards
     from streams.health import HealthShards
     from streams.payments import PaymentsStage
     from streams.settlement import CallbacksStage, SettlementStage
@@ -211,6 +220,7 @@ def _add_durable_state(app: faust.App, runtime: Runtime) -> None:
         PartitionReader,
         PartitionWriter,
         PaymentsStateLog,
+        ShardRebuilder,
     )
 
     # A reader each (the stages restore at the same time, and a reader's consumer reads one
@@ -226,6 +236,8 @@ def _add_durable_state(app: faust.App, runtime: Runtime) -> None:
             runtime.durables[stage.name] = KeyedStateLog(stage, writer, PartitionReader(settings))
         elif isinstance(stage, HealthShards):
             runtime.durables[stage.name] = HealthRestorer(stage, PartitionReader(settings))
+        elif isinstance(stage, WindowedAlertShards):
+            runtime.durables[stage.name] = ShardRebuilder(stage, PartitionReader(settings))
     if not runtime.durables:
         return
     topic_of = {s.name: s.consumes[0] for s in runtime.stages if s.name in runtime.durables}

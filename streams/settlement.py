@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import itertools
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +19,14 @@ from models.inputs import Callback, Transaction
 from models.outputs import Severity
 from rules.vat import VatTagger
 from streams import metrics
-from streams.alerts import AlertTracker
+from streams.alert_windows import (
+    DELAY,
+    MISSING,
+    SIGNATURES,
+    ProgressBeat,
+    SampleLog,
+    scoped,
+)
 from streams.callbacks import FINAL_STATUSES, CallbackVerifier, FactStatus, Untrusted
 from streams.codec import Decoder, dead_letter, describe_errors
 from streams.core import EventClock, Out, Record, Stage
@@ -30,7 +36,6 @@ from streams.topics import Topics
 
 # Headers that carry a credential rather than a signature of the request.
 CREDENTIAL_HEADERS = frozenset({"x-callback-token", "authorization", "cookie", "x-api-key"})
-EVALUATE_EVERY_S = 10.0  # how often (event time) the settlement windows are re-judged
 RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 SETTLEMENT_RULES = RULES_DIR / "settlement.yaml"
 FINAL_VALUES = frozenset(s.value for s in FINAL_STATUSES)
@@ -170,117 +175,6 @@ def _parse_iso(text: Any) -> datetime | None:
     return parsed.astimezone(UTC) if parsed.tzinfo else None
 
 
-def quantile(values: Sequence[float], q: float) -> float:
-    """The q-quantile of values by the nearest-rank method (values need not be sorted)."""
-    return sorted_quantile(sorted(values), q)
-
-
-def sorted_quantile(ordered: Sequence[float], q: float) -> float:
-    """The q-quantile of sorted values by the nearest-rank method."""
-    if not ordered:
-        raise ValueError("no values")
-    rank = max(1, -(-int(q * 1000) * len(ordered) // 1000))  # ceil(q * n) without floats drifting
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-class SortedDelays:
-    """Each delay window's delays kept sorted beside the state (key → [[time, delay], ...]), so a
-    quantile is a lookup instead of a sort of the whole window every EVALUATE_EVERY_S.
-
-    Only a cache: the state mapping stays the truth. A key whose cached length differs from its
-    samples' (state restored or changed elsewhere) is rebuilt from them."""
-
-    def __init__(self) -> None:
-        self.sorted: dict[str, list[float]] = {}
-
-    def added(self, key: str, delay: float, samples: Sequence[Sequence[float]]) -> None:
-        """One sample was appended to `samples`, the key's list in the state."""
-        ordered = self.sorted.get(key)
-        if ordered is None or len(ordered) != len(samples) - 1:
-            self.sorted.pop(key, None)  # rebuilt when next read
-            return
-        bisect.insort(ordered, float(delay))
-
-    def cut(self, key: str, dropped: Sequence[Sequence[float]]) -> None:
-        """These samples left the front of the key's window."""
-        ordered = self.sorted.get(key)
-        if ordered is None:
-            return
-        if len(dropped) >= len(ordered):
-            del self.sorted[key]
-            return
-        for sample in dropped:
-            delay = float(sample[1])
-            i = bisect.bisect_left(ordered, delay)
-            if i == len(ordered) or ordered[i] != delay:
-                del self.sorted[key]  # not what the state holds: rebuilt when next read
-                return
-            del ordered[i]
-
-    def of(self, key: str, samples: Sequence[Sequence[float]]) -> list[float]:
-        """The key's delays, sorted (`samples` is its current list in the state)."""
-        ordered = self.sorted.get(key)
-        if ordered is None or len(ordered) != len(samples):
-            ordered = self.sorted[key] = sorted(float(s[1]) for s in samples)
-        return ordered
-
-    def forget(self, key: str) -> None:
-        self.sorted.pop(key, None)
-
-
-class WindowCounter:
-    """Event times per key in a MutableMapping (key → sorted epoch list), trimmed to a window."""
-
-    def __init__(self, state: MutableMapping[str, Any], window: timedelta) -> None:
-        self.state = state
-        self.window = window.total_seconds()
-
-    def add(self, key: str, at: float) -> None:
-        times = self.state.get(key)
-        if times is None:
-            times = []
-        if times and times[-1] > at:
-            bisect.insort(times, at)
-        else:
-            times.append(at)
-        self.state[key] = times  # reassigned: a changelogged table sees the change
-
-    def count(self, key: str, now: float) -> int:
-        times = self.state.get(key)
-        if not times:
-            return 0
-        cut = bisect.bisect_right(times, now - self.window)
-        if cut:
-            if cut == len(times):
-                del self.state[key]
-                return 0
-            self.state[key] = times = times[cut:]
-        return len(times)
-
-    def names(self) -> list[str]:
-        return list(self.state.keys())
-
-
-def scoped(partition: int | None, key: str) -> str:
-    """A window key kept per source partition live (`<partition>/<key>`); the key itself where
-    there are no partitions (a replay)."""
-    return key if partition is None else f"{partition}/{key}"
-
-
-def unscoped(key: str) -> str:
-    """The key a `scoped` key is about."""
-    head, sep, rest = key.partition("/")
-    return rest if sep and head.isdigit() else key
-
-
-def grouped(keys: Iterable[str]) -> dict[str, list[str]]:
-    """Scoped keys by the key they are about (one per partition live), in sorted order."""
-    out: dict[str, list[str]] = {}
-    for key in sorted(keys):
-        out.setdefault(unscoped(key), []).append(key)
-    return dict(sorted(out.items()))
-
-
 def owned_scoped(durable: PartitionedMaps | None, partition: int | None, key: str) -> str:
     """A window key of `partition`, owned by it, when the state is journaled (live); the key
     itself otherwise."""
@@ -330,14 +224,15 @@ class CallbacksStage(Stage):
 
     An untrusted callback (bad or missing signature, stale timestamp, foreign address, unusable
     body) changes nothing: it is dead-lettered with its reason, counted by provider and reason,
-    and a burst raises `callback_signature_failures`. A duplicate (same provider, reference and
-    status) is dropped.
+    and sampled for `callback_signature_failures` (judged over every worker's samples by
+    streams/alert_windows.py). A duplicate (same provider, reference and status) is dropped.
 
     The dedup memory names the record that first carried each fact (`seen`: key → [received,
     partition, offset]): that record read again (a redelivery) sends its fact again, identical,
     any other is a duplicate. So live its state can go to a changelog before the outputs are
     sent (`journal_state`, streams/statelog.py) and nothing is lost when a worker dies between
-    the two; the signature-failure counts are kept per partition and summed when judged.
+    the two. The signature-failure samples are kept per partition for their window and sent
+    again by a worker taking the partition over; each counts once, by its record.
     """
 
     name = "callbacks"
@@ -348,12 +243,12 @@ class CallbacksStage(Stage):
         verifier: CallbackVerifier,
         rules: SettlementRules | None = None,
         *,
-        alerts: AlertTracker | None = None,
         seen: MutableMapping[str, Any] | None = None,
         failures: MutableMapping[str, Any] | None = None,
         max_bytes: int = 1_000_000,
         lateness: timedelta = timedelta(seconds=30),
         redact: Sequence[str] = (),
+        samples_partitions: int = 1,
     ) -> None:
         self.topics = topics
         self.verifier = verifier
@@ -361,12 +256,14 @@ class CallbacksStage(Stage):
         # token header is the secret itself; a leaked key may come from a foreign address).
         self.redact = sorted({v for v in redact if len(v) >= 6}, key=len, reverse=True)
         self.rules = rules or SettlementRules()
-        self.alerts = alerts or AlertTracker(topics.alerts, names=("callback_signature_failures",))
         self.seen: MutableMapping[str, Any] = seen if seen is not None else {}
-        self.failure_rule = self.rules.alerts.callback_signature_failures
-        self.failures = WindowCounter(
-            failures if failures is not None else {}, timedelta(seconds=self.failure_rule.window_s)
+        self.failures = SampleLog(
+            SIGNATURES,
+            failures if failures is not None else {},
+            self.rules.alerts.callback_signature_failures.window_s,
+            lambda provider: {"provider": provider},
         )
+        self.beat = ProgressBeat(topics.alert_samples, samples_partitions)
         # Callbacks carry long provider references: card-like runs are masked, never refused.
         self.decoder = Decoder(
             Callback, topics.deadletter, max_bytes=max_bytes, refuse_card_numbers=False
@@ -398,17 +295,16 @@ class CallbacksStage(Stage):
         return self.durable
 
     def restored(self, partition: int) -> None:
-        """A partition's dedup memory was loaded: back in time order (it expires from the front)."""
+        """A partition's state was loaded: the dedup memory back in time order (it expires from
+        the front), its failure samples sent again (a crash may have kept them from the judge)."""
         in_time_order(self.seen, _seen_at)
+        self.failures.resend(partition)
 
     def handed_over(self, partition: int) -> None:
         return None
 
     def process(self, records: Sequence[Record]) -> list[Out]:
         out: list[Out] = []
-        # Providers with a new untrusted callback, in the order they first had one: their
-        # alerts are judged in that order (a set's order changed with each process's hash seed).
-        touched: dict[str, None] = {}
         for record in records:
             event, letter = self.decoder.decode(record)
             if letter is not None:
@@ -424,9 +320,14 @@ class CallbacksStage(Stage):
                 metrics.child(
                     metrics.CALLBACK_VERIFICATION_FAILURES, provider, exc.reason.value
                 ).inc()
+                # Counted once per record: a redelivery is the same sample.
+                ident = (
+                    f"{record.partition}/{record.offset}"
+                    if record.offset is not None
+                    else f"{record.topic}:{record.line}:{event.callback_id}"
+                )
                 key = owned_scoped(self.durable, record.partition, provider)
-                self.failures.add(key, _epoch(event.received_at))
-                touched[provider] = None
+                self.failures.add(key, [_epoch(event.received_at), 1, ident])
                 out.append(self._untrusted(record, event, f"untrusted_callback: {provider} {exc}"))
                 continue
             key = f"{provider}|{fact.transaction_id}|{fact.status.value}"
@@ -444,9 +345,18 @@ class CallbacksStage(Stage):
             value = fact.to_json()
             out.append(Out(self.topics.settlement, value["transaction_id"], value))
         bound_front(self.seen, self.rules.duplicates.max_remembered)
-        for provider in touched:
-            out.extend(self._evaluate(provider))
-        return out
+        return out + self._samples()
+
+    def _samples(self) -> list[Out]:
+        """The failure samples added or to send again, in the order providers first had one,
+        and the progress beat: the judge's windows slide with this stage's event time."""
+        if not self.clock.started:
+            return []
+        now = _epoch(self.clock.latest)
+        return [
+            *self.failures.drain(self.topics.alert_samples, now),
+            *self.beat.due(now),
+        ]
 
     def _untrusted(self, record: Record, callback: Callback, reason: str) -> Out:
         """The dead letter of an untrusted callback: the callback as received, with credential
@@ -475,40 +385,13 @@ class CallbacksStage(Stage):
                 letter.value[field] = text
         return letter
 
-    def _evaluate(self, provider: str, keys: Sequence[str] | None = None) -> list[Out]:
-        """Judge a provider's signature failures (`keys`: its failure-count keys, one per
-        partition; found when not given)."""
-        now = _epoch(self.clock.latest)
-        if keys is None:
-            keys = grouped(self.failures.names()).get(provider, [])
-        count = sum(self.failures.count(k, now) for k in keys)
-        rule = self.failure_rule
-        return self.alerts.update(
-            "callback_signature_failures",
-            {"provider": provider},
-            count >= rule.threshold > 0 or (rule.threshold == 0 and count > 0),
-            at=self.clock.latest,
-            value=float(count),
-            threshold=float(rule.threshold),
-            severity=rule.severity,
-            summary=f"{count} untrusted {provider} callbacks in the last {int(rule.window_s)} s",
-        )
-
     def tick(self) -> list[Out]:
         if not self.clock.started:
             return []
-        out: list[Out] = []
-        providers = grouped(self.failures.names())
-        for provider, keys in providers.items():
-            out.extend(self._evaluate(provider, keys))
-        for alert in list(self.alerts.state.values()):
-            provider = alert.get("labels", {}).get("provider")
-            firing_here = alert.get("alert") == "callback_signature_failures"
-            if firing_here and provider not in providers:
-                out.extend(self._evaluate(str(provider)))  # its window emptied: resolve
-        horizon = _epoch(self.clock.latest) - self.rules.duplicates.remember_s
-        expire_front(self.seen, horizon, _seen_at)
-        return out
+        now = _epoch(self.clock.latest)
+        self.failures.expire(now)
+        expire_front(self.seen, now - self.rules.duplicates.remember_s, _seen_at)
+        return self._samples()
 
 
 def _seen_at(value: Any) -> float:
@@ -559,13 +442,16 @@ class SettlementStage(Stage):
 
     State (plain mappings, JSON values): `awaiting` transactions without a final callback,
     `early` callbacks waiting for their transaction, `recent` finalized or missed transactions
-    (so late events change nothing or still measure a delay), `delays` and `missing` windows.
+    (so late events change nothing or still measure a delay), and the `delays` and `missing`
+    samples of the last window. The samples go to pantau.alert-samples, where
+    `settlement_delay_high` and `callbacks_missing` are judged over every worker's
+    (streams/alert_windows.py); each counts once, by its transaction id.
 
     Every update is idempotent by event (a redelivered fact changes nothing), and live every key
     belongs to one partition of pantau.settlement (keyed by transaction id): the transactions'
-    entries, and the windows kept per partition (`scoped`) and merged when judged. So the state
-    goes to a changelog per partition (`journal_state`, streams/statelog.py) and whoever owns a
-    partition next restores it exactly.
+    entries, and the samples kept per partition (`scoped`). So the state goes to a changelog per
+    partition (`journal_state`, streams/statelog.py) and whoever owns a partition next restores
+    it exactly, and sends its samples again (a crash may have kept them from the judge).
     """
 
     name = "settlement"
@@ -575,27 +461,30 @@ class SettlementStage(Stage):
         topics: Topics,
         rules: SettlementRules | None = None,
         *,
-        alerts: AlertTracker | None = None,
         state: MutableMapping[str, Any] | None = None,
         lateness: timedelta = timedelta(seconds=30),
+        samples_partitions: int = 1,
     ) -> None:
         self.topics = topics
         self.rules = rules or SettlementRules()
-        self.alerts = alerts or AlertTracker(
-            topics.alerts, names=("settlement_delay_high", "callbacks_missing")
-        )
         root: MutableMapping[str, Any] = state if state is not None else {}
         self.awaiting: MutableMapping[str, Any] = root.setdefault("awaiting", {})
         self.early: MutableMapping[str, Any] = root.setdefault("early", {})
         self.recent: MutableMapping[str, Any] = root.setdefault("recent", {})
-        delay_rule = self.rules.alerts.settlement_delay_high
-        missing_rule = self.rules.alerts.callbacks_missing
-        self.delays: MutableMapping[str, Any] = root.setdefault("delays", {})
-        self.missing = WindowCounter(
-            root.setdefault("missing", {}), timedelta(seconds=missing_rule.window_s)
+        # Samples: [settled or noticed (epoch s), delay s or 1, transaction id].
+        self.delay_log = SampleLog(
+            DELAY,
+            root.setdefault("delays", {}),
+            self.rules.alerts.settlement_delay_high.window_s,
+            _channel_method,
         )
-        self.delay_window = delay_rule.window_s
-        self._sorted_delays = SortedDelays()
+        self.missing = SampleLog(
+            MISSING,
+            root.setdefault("missing", {}),
+            self.rules.alerts.callbacks_missing.window_s,
+            lambda channel: {"channel": channel},
+        )
+        self.beat = ProgressBeat(topics.alert_samples, samples_partitions)
         self._deadline_for: dict[str, Any] = {}  # method → rules.deadline_for(method)
         self.clock = EventClock(lateness=lateness)
         # Transaction facts alone: a callback waits for its transaction until they are past it.
@@ -603,7 +492,6 @@ class SettlementStage(Stage):
         # busy or restarting); judged by the callbacks' time, waiting ones would be given up on
         # before their transactions were even read.
         self.tx_clock = EventClock(lateness=lateness)
-        self._next_evaluation = float("-inf")
         self._deadlines: list[tuple[float, str]] = []
         self._rebuild_deadlines()
         self.durable: PartitionedMaps | None = None
@@ -612,6 +500,11 @@ class SettlementStage(Stage):
     def _rebuild_deadlines(self) -> None:
         self._deadlines = [(entry["deadline"], tx_id) for tx_id, entry in self.awaiting.items()]
         heapq.heapify(self._deadlines)
+
+    @property
+    def delays(self) -> MutableMapping[str, Any]:
+        """The delay samples by (scoped) `channel|method`."""
+        return self.delay_log.state
 
     @property
     def consumes(self) -> tuple[str, ...]:
@@ -623,7 +516,6 @@ class SettlementStage(Stage):
         return self.topics.settlement_state
 
     def process(self, records: Sequence[Record]) -> list[Out]:
-        touched: set[str] = set()
         for record in records:
             try:
                 value = orjson.loads(record.value)
@@ -636,15 +528,28 @@ class SettlementStage(Stage):
                 self.durable.own(str(value.get("transaction_id")), record.partition)
             kind = value.get("kind")
             if kind == "transaction":
-                self._transaction(value, touched)
+                self._transaction(value)
             elif kind == "callback":
-                self._callback(value, touched)
+                self._callback(value)
         metrics.SETTLEMENT_AWAITING.set(len(self.awaiting))
-        return []  # alerts are judged by tick(), on the event-time cadence
+        return self._samples()
+
+    def _samples(self) -> list[Out]:
+        """The samples added or to send again, and the progress beat (the judge's windows slide
+        with this stage's event time)."""
+        if not self.clock.started:
+            return []
+        now = _epoch(self.clock.latest)
+        topic = self.topics.alert_samples
+        return [
+            *self.delay_log.drain(topic, now),
+            *self.missing.drain(topic, now),
+            *self.beat.due(now),
+        ]
 
     # -- facts --
 
-    def _transaction(self, value: dict[str, Any], touched: set[str]) -> None:
+    def _transaction(self, value: dict[str, Any]) -> None:
         tx_id = str(value.get("transaction_id"))
         created = _parse_iso(value.get("created_at"))
         if created is None:
@@ -697,9 +602,9 @@ class SettlementStage(Stage):
         waiting = self.early.pop(tx_id, None)
         if waiting:
             for fact in waiting["facts"]:
-                self._apply(tx_id, entry, fact, touched)
+                self._apply(tx_id, entry, fact)
 
-    def _callback(self, value: dict[str, Any], touched: set[str]) -> None:
+    def _callback(self, value: dict[str, Any]) -> None:
         tx_id = str(value.get("transaction_id"))
         received = _parse_iso(value.get("received_at"))
         if received is None:
@@ -715,11 +620,11 @@ class SettlementStage(Stage):
                 # callbacks reach this topic by different paths): it waits.
             elif recent is not None:
                 if recent.get("missed") and value.get("status") == FactStatus.SETTLED.value:
-                    self._apply(tx_id, recent, value, touched)  # late, but its delay is real
+                    self._apply(tx_id, recent, value)  # late, but its delay is real
                 return
             self._wait(tx_id, value, received)
             return
-        self._apply(tx_id, entry, value, touched)
+        self._apply(tx_id, entry, value)
 
     def _keep_waiting(self, tx_id: str, since: float) -> None:
         """Drop the waiting callbacks of `tx_id` received before `since` (an earlier attempt's)."""
@@ -761,9 +666,7 @@ class SettlementStage(Stage):
         for fact in waiting["facts"]:
             metrics.child(metrics.CALLBACKS_UNMATCHED, str(fact.get("provider"))).inc()
 
-    def _apply(
-        self, tx_id: str, entry: dict[str, Any], fact: dict[str, Any], touched: set[str]
-    ) -> None:
+    def _apply(self, tx_id: str, entry: dict[str, Any], fact: dict[str, Any]) -> None:
         status = fact.get("status")
         if status not in FINAL_VALUES:
             return
@@ -783,13 +686,7 @@ class SettlementStage(Stage):
         channel, method = str(entry["channel"]), str(entry["method"])
         metrics.child(metrics.SETTLEMENT_DELAY, channel, method).observe(delay)
         key = owned_scoped(self.durable, self._partition, f"{channel}|{method}")
-        samples = self.delays.get(key)
-        if samples is None:
-            samples = []
-        samples.append([_epoch(settled), delay])
-        self.delays[key] = samples  # reassigned: a changelogged table sees the change
-        self._sorted_delays.added(key, delay, samples)
-        touched.add(key)
+        self.delay_log.add(key, [_epoch(settled), delay, tx_id])
 
     # -- durable state (live; a replay keeps everything in one process) ------------------------
 
@@ -800,7 +697,7 @@ class SettlementStage(Stage):
             self.awaiting = TrackedMap("", self.awaiting)
             self.early = TrackedMap("", self.early)
             self.recent = TrackedMap("", self.recent)
-            self.delays = TrackedMap("", self.delays)
+            self.delay_log.state = TrackedMap("", self.delay_log.state)
             self.missing.state = TrackedMap("", self.missing.state)
             self.durable = PartitionedMaps(
                 {name: cast(TrackedMap, m) for name, m in self.state_maps().items()}
@@ -818,17 +715,18 @@ class SettlementStage(Stage):
         }
 
     def restored(self, partition: int) -> None:
-        """A partition's state was loaded: its transactions get their timers, and the waiting
-        and finished ones their place in time order (the bounds drop the oldest first)."""
+        """A partition's state was loaded: its transactions get their timers, the waiting and
+        finished ones their place in time order (the bounds drop the oldest first), and its
+        samples are sent again."""
         self._rebuild_deadlines()
         in_time_order(self.early, lambda v: float(v["until"]))
         in_time_order(self.recent, lambda v: float(v["final_at"]))
+        self.delay_log.resend(partition)
+        self.missing.resend(partition)
 
     def handed_over(self, partition: int) -> None:
-        """A partition's keys were dropped: forget what was derived from them."""
+        """A partition's keys were dropped: forget the timers derived from them."""
         self._rebuild_deadlines()
-        for key in [k for k in self._sorted_delays.sorted if k not in self.delays]:
-            self._sorted_delays.forget(key)
 
     # -- timers and alerts --
 
@@ -847,7 +745,7 @@ class SettlementStage(Stage):
             metrics.child(metrics.CALLBACKS_MISSING, channel, method).inc()
             partition = self.durable.owner.get(tx_id) if self.durable is not None else None
             # when it is noticed: event time may have jumped
-            self.missing.add(owned_scoped(self.durable, partition, channel), now)
+            self.missing.add(owned_scoped(self.durable, partition, channel), [now, 1, tx_id])
         tx_now = _epoch(self.tx_clock.watermark) if self.tx_clock.started else float("-inf")
         for tx_id in list(self.early.keys()):
             waiting = self.early[tx_id]
@@ -858,97 +756,15 @@ class SettlementStage(Stage):
         horizon = now - self.rules.duplicates.remember_s
         expire_front(self.recent, horizon, lambda v: float(v["final_at"]))
         bound_front(self.recent, self.rules.duplicates.max_remembered)
+        self.delay_log.expire(now)
+        self.missing.expire(now)
         metrics.SETTLEMENT_AWAITING.set(len(self.awaiting))
-        if now < self._next_evaluation:
-            return []
-        # Windows slide with event time: re-judge every key every EVALUATE_EVERY_S of it.
-        self._next_evaluation = now + EVALUATE_EVERY_S
-        return self._evaluate(set(self.delays.keys()), all_channels=True)
+        return self._samples()
 
-    def _evaluate(self, delay_keys: set[str], *, all_channels: bool = False) -> list[Out]:
-        if not self.clock.started:
-            return []
-        out: list[Out] = []
-        at = self.clock.latest
-        now = _epoch(self.clock.watermark)
-        rule = self.rules.alerts.settlement_delay_high
-        start = now - self.delay_window
-        for base, keys in grouped(delay_keys).items():  # channel|method → one key per partition
-            values = self._window(keys, start)
-            channel, method = base.split("|", 1)
-            labels = {"channel": channel, "method": method}
-            if not values:
-                # Nothing settled in the window: nothing slow to report any more.
-                out.extend(self.alerts.update("settlement_delay_high", labels, False, at=at))
-                continue
-            p95 = sorted_quantile(values, 0.95)
-            metrics.child(metrics.SETTLEMENT_DELAY_QUANTILE, channel, method, "0.95").set(p95)
-            metrics.child(metrics.SETTLEMENT_DELAY_QUANTILE, channel, method, "0.5").set(
-                sorted_quantile(values, 0.5)
-            )
-            if len(values) < rule.min_samples:
-                continue
-            out.extend(
-                self.alerts.update(
-                    "settlement_delay_high",
-                    labels,
-                    p95 > rule.p95_s,
-                    at=at,
-                    value=p95,
-                    threshold=rule.p95_s,
-                    severity=rule.severity,
-                    summary=f"settlement delay p95 {p95 / 3600:.1f} h over {len(values)} "
-                    f"settlements of {channel} {method}",
-                )
-            )
-        if all_channels:
-            miss = self.rules.alerts.callbacks_missing
-            per_channel = grouped(self.missing.names())
-            channels = set(per_channel)
-            channels.update(
-                a["labels"]["channel"]
-                for a in self.alerts.state.values()
-                if a.get("alert") == "callbacks_missing"
-            )
-            for channel in sorted(channels):
-                count = sum(self.missing.count(k, now) for k in per_channel.get(channel, ()))
-                out.extend(
-                    self.alerts.update(
-                        "callbacks_missing",
-                        {"channel": channel},
-                        count > miss.threshold,
-                        at=at,
-                        value=float(count),
-                        threshold=float(miss.threshold),
-                        severity=miss.severity,
-                        summary=f"{count} {channel} transactions without a final callback past "
-                        f"their deadline in the last {int(miss.window_s)} s",
-                    )
-                )
-        return out
 
-    def _window(self, keys: list[str], start: float) -> list[float]:
-        """The delays of these keys (one per partition) settled after `start`, sorted; samples
-        before it leave the state."""
-        merged: list[float] = []
-        for key in keys:
-            samples = self.delays.get(key) or []
-            cut = 0
-            while cut < len(samples) and samples[cut][0] <= start:
-                cut += 1  # samples arrive in about event-time order
-            if cut:
-                self._sorted_delays.cut(key, samples[:cut])
-                samples = samples[cut:]
-                if samples:
-                    self.delays[key] = samples
-                else:
-                    self.delays.pop(key, None)
-            if not samples:
-                self._sorted_delays.forget(key)
-                continue
-            ordered = self._sorted_delays.of(key, samples)
-            merged = ordered if not merged else list(heapq.merge(merged, ordered))
-        return merged
+def _channel_method(key: str) -> dict[str, str]:
+    channel, method = key.split("|", 1)
+    return {"channel": channel, "method": method}
 
 
 def build_verifier(settings: Settings) -> CallbackVerifier:
@@ -962,7 +778,8 @@ def build_verifier(settings: Settings) -> CallbackVerifier:
 
 def build_settlement(settings: Settings) -> tuple[VatTagger, SettlementFeed, list[Stage]]:
     """What build_stages needs from this issue: the VAT tagger and the settlement feed for the
-    payments stage, and the callbacks, settlement and balances stages."""
+    payments stage, and the callbacks, settlement, alert-windows and balances stages."""
+    from streams.alert_windows import WindowedAlerts
     from streams.balances import BalancesStage, load_balance_rules
 
     topics = settings.topics
@@ -976,8 +793,10 @@ def build_settlement(settings: Settings) -> tuple[VatTagger, SettlementFeed, lis
             max_bytes=settings.max_message_bytes,
             lateness=lateness,
             redact=settings.secret_values(),
+            samples_partitions=settings.partitions,
         ),
-        SettlementStage(topics, rules, lateness=lateness),
+        SettlementStage(topics, rules, lateness=lateness, samples_partitions=settings.partitions),
+        WindowedAlerts(topics, rules.alerts, lateness=lateness),
         BalancesStage(
             topics, load_balance_rules(), max_bytes=settings.max_message_bytes, lateness=lateness
         ),

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import orjson
 
 from streams import metrics
+from streams.alert_windows import WindowedAlertShards
 from streams.core import Record
 from streams.durable import PartitionedMaps, decode_value, encode_value
 from streams.health import DeltaGroup, HealthShards, HealthStage
@@ -494,30 +495,74 @@ class KeyedStateLog:
         await self.writer.write(self.topic, encoded(self.durable.changes()))
 
 
-class HealthRestorer:
-    """Health shards live: a deltas partition this worker takes over gets a new shard, fed that
-    partition's deltas from the beginning up to where the group resumes it, outputs discarded;
-    it then holds what the previous owner held at that offset (the stage is a function of its
-    input). A shard is installed only once rebuilt, so timers never judge a half-read one."""
+class ShardRebuilder:
+    """A sharded stage live: one shard per partition of its input this worker holds, each a
+    function of that partition's messages in order. A partition taken over gets a new shard, fed
+    the partition's messages from the beginning up to where the group resumes it, outputs
+    discarded: it then holds what the previous owner held at that offset. A shard is installed
+    only once rebuilt, so timers never judge a half-read one. Serves the alert-windows judge
+    (streams/alert_windows.py); HealthRestorer below the health shards."""
 
-    def __init__(self, shards: HealthShards, reader: PartitionReader) -> None:
+    def __init__(
+        self,
+        shards: WindowedAlertShards | HealthShards,
+        reader: PartitionReader,
+        label: str = "",
+    ) -> None:
         self.shards = shards
         self.reader = reader
-        self.topic = shards.topics.health_deltas
+        self.topic = shards.consumes[0]
+        self.label = label or f"{shards.name} of partition"
         self.held: set[int] = set()
 
     def assigned(self, partitions: set[int]) -> None:
         for partition in sorted(self.held - partitions):
             self.shards.drop(partition)
-            log.info("health of deltas partition %d handed over", partition)
+            log.info("%s %d handed over", self.label, partition)
         self.held &= partitions
 
     async def before(self, records: Sequence[Record]) -> None:
-        what = "rebuilding the health of deltas partition"
-        await restore_taken(records, self.held, self.reader, what, self._rebuild)
+        await restore_taken(
+            records, self.held, self.reader, f"rebuilding the {self.label}", self._timed
+        )
 
-    async def _rebuild(self, partition: int, first: int) -> None:
+    async def _timed(self, partition: int, first: int) -> None:
         started = time.perf_counter()
+        read = await self.rebuild(partition, first)
+        self.held.add(partition)
+        seconds = time.perf_counter() - started
+        metrics.child(metrics.STATE_RESTORE_SECONDS, self.shards.name).observe(seconds)
+        log.info(
+            "rebuilt the %s %d from %d messages in %.2f s", self.label, partition, read, seconds
+        )
+
+    async def rebuild(self, partition: int, first: int) -> int:
+        """Build and install the partition's shard; returns the messages read."""
+        assert isinstance(self.shards, WindowedAlertShards)
+        shard = self.shards.fresh()
+        read = 0
+        async for messages in self.reader.read(self.topic, partition, stop=first):
+            read += len(messages)
+            shard.process(self._records(partition, messages))
+        self.shards.install(partition, shard)
+        return read
+
+    def _records(self, partition: int, messages: Sequence[Any]) -> list[Record]:
+        return [Record(self.topic, m.value or b"", m.key, partition, m.offset) for m in messages]
+
+    async def logged(self, records: Sequence[Record]) -> None:
+        return None
+
+
+class HealthRestorer(ShardRebuilder):
+    """Health shards live (a ShardRebuilder): a rebuilt shard takes its deltas one observer batch
+    at a time, as the live one does (DeltaGroup)."""
+
+    def __init__(self, shards: HealthShards, reader: PartitionReader) -> None:
+        super().__init__(shards, reader, "health of deltas partition")
+        self.health = shards
+
+    async def rebuild(self, partition: int, first: int) -> int:
         shard: HealthStage | None = None
         group = DeltaGroup()
         read = 0
@@ -526,24 +571,10 @@ class HealthRestorer:
                 # From the partition's very first delta, the deltas alone make the shard what the
                 # previous owner had; where retention cut the start, the failover signals seen
                 # on gateway.failover fill in the channels' states.
-                shard = self.shards.fresh(resume=messages[0].offset > 0)
+                shard = self.health.fresh(resume=messages[0].offset > 0)
             read += len(messages)
-            group.feed(
-                shard,
-                [Record(self.topic, m.value or b"", m.key, partition, m.offset) for m in messages],
-            )
+            group.feed(shard, self._records(partition, messages))
         if shard is None:
-            shard = self.shards.fresh(resume=first > 0)
-        self.shards.install(partition, shard, group)
-        self.held.add(partition)
-        seconds = time.perf_counter() - started
-        metrics.child(metrics.STATE_RESTORE_SECONDS, self.shards.name).observe(seconds)
-        log.info(
-            "rebuilt the health of deltas partition %d from %d deltas in %.2f s",
-            partition,
-            read,
-            seconds,
-        )
-
-    async def logged(self, records: Sequence[Record]) -> None:
-        return None
+            shard = self.health.fresh(resume=first > 0)
+        self.health.install(partition, shard, group)
+        return read

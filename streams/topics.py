@@ -24,6 +24,9 @@ class Topics(BaseModel):
     settlement: str = (
         "pantau.settlement"  # transaction facts and trusted callbacks, key = transaction_id
     )
+    # Samples of the settlement and callback alerts, key = alert fingerprint (one partition
+    # judges each alert over every worker's samples, streams/alert_windows.py).
+    alert_samples: str = "pantau.alert-samples"
     # Changelog of the payments stage's customer state (per partition of payments.transactions,
     # key = state key): what a worker taking a partition over restores (streams/statelog.py).
     payments_state: str = "pantau.payments-state"
@@ -51,7 +54,7 @@ class Topics(BaseModel):
 
     def internal(self) -> list[str]:
         """Topics between Pantau's own stages."""
-        return [self.health_deltas, self.settlement]
+        return [self.health_deltas, self.settlement, self.alert_samples]
 
     def changelogs(self) -> list[str]:
         """Topics holding stage state, written and restored by the workers themselves."""

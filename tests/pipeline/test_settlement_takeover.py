@@ -1,6 +1,7 @@
 """A worker holding the settlement stage dies and two others take its partitions over: its state
 restored from the changelog plus the redelivered facts equals one clean run, transactions still
-awaited, callbacks still waiting, delays and missing callbacks all counted once. No broker: the
+awaited, callbacks still waiting, and the judge gets every delay and missing callback once, even
+those of the batch whose outputs the dead worker never sent. No broker: the
 changelog is a list here (the live edge is streams/statelog.py; tests/integration/test_crash.py
 runs it on the embedded broker)."""
 
@@ -13,12 +14,13 @@ from typing import Any
 import orjson
 
 from models.features import partition_of
+from streams.alert_windows import unscoped
 from streams.core import Out, Record
 from streams.durable import decode_value
 from streams.payments import PaymentsStage
 from streams.pipeline import internal_record
 from streams.settings import Settings
-from streams.settlement import SettlementStage, build_settlement, unscoped
+from streams.settlement import SettlementStage, build_settlement
 from streams.sim_callbacks import sim_settings_overrides
 from streams.simulator import generate
 from streams.statelog import encoded
@@ -104,11 +106,22 @@ class Worker:
             self.durable.restore(p, items)
             self.stage.restored(p)
 
-    def run(self, batch: list[Record]) -> None:
-        self.stage.process(batch)
-        self.stage.tick()
+    def run(self, batch: list[Record]) -> list[Out]:
+        """Process a batch and tick; its changes logged, its outputs returned (to be sent)."""
+        outs = self.stage.process(batch) + self.stage.tick()
         for p, messages in encoded(self.durable.changes()).items():
             self.changelog.setdefault(p, []).extend(messages)
+        return outs
+
+
+def counted(sent: list[Out]) -> set[tuple[str, str]]:
+    """What the judge counts of the samples sent: (alert subject, transaction id), once each."""
+    return {
+        (str(o.key), str(sample[2]))
+        for o in sent
+        if o.topic == TOPICS.alert_samples and "alert" in o.value
+        for sample in o.value["samples"]
+    }
 
 
 def state_of(*stages: SettlementStage) -> dict[str, Any]:
@@ -122,8 +135,8 @@ def state_of(*stages: SettlementStage) -> dict[str, Any]:
             merged[name].update(orjson.loads(orjson.dumps(dict(getattr(stage, name)))))
         for key, samples in stage.delays.items():
             delays.setdefault(unscoped(key), Counter()).update(tuple(s) for s in samples)
-        for key, times in stage.missing.state.items():
-            missing[unscoped(key)] += len(times)
+        for key, held in stage.missing.state.items():
+            missing[unscoped(key)] += len(held)
     merged["delays"] = delays
     merged["missing"] = missing
     return merged
@@ -137,21 +150,28 @@ def test_successors_restore_the_settlement_state_and_end_where_one_run_does() ->
     end = {p: len(v) for p, v in parts.items()}
 
     clean = Worker({})
+    clean_sent: list[Out] = []
     for batch in batches(parts, start, end):
-        clean.run(batch)
+        clean_sent += clean.run(batch)
     want = state_of(clean.stage)
     # What is tested is there: transactions still awaited, finished, missed and settled late.
     assert len(want["awaiting"]) > 20 and len(want["recent"]) > 2000
     assert sum(1 for e in want["recent"].values() if e.get("missed")) > 20
     assert sum(want["missing"].values()) > 20
-    assert sum(sum(c.values()) for c in want["delays"].values()) > 500
+    assert sum(sum(c.values()) for c in want["delays"].values()) > 100
+    assert len(counted(clean_sent)) > 500
 
     changelog: dict[int, list[tuple[bytes, bytes | None]]] = {}
     dead = Worker(changelog)
     crashed = {p: n * 6 // 10 for p, n in end.items()}
+    sent: list[Out] = []
+    unsent: list[Out] = []
     for batch in batches(parts, start, crashed):
-        dead.run(batch)
-    # It dies before committing its last 10 %: the successors get those facts again.
+        sent += unsent
+        unsent = dead.run(batch)
+    # It dies after logging its last batch's state, before sending that batch's samples, and
+    # before committing its last 10 %: the successors get those facts again.
+    assert counted(unsent) - counted(sent)
     committed = {p: n * 5 // 10 for p, n in end.items()}
     b, c = Worker(changelog), Worker(changelog)
     b.take_over([0, 1])
@@ -160,8 +180,10 @@ def test_successors_restore_the_settlement_state_and_end_where_one_run_does() ->
     assert restored == state_of(dead.stage)  # the changelog holds the dead worker's state
     for worker, mine in ((b, (0, 1)), (c, (2, 3))):
         for batch in batches(parts, {p: committed[p] for p in mine}, {p: end[p] for p in mine}):
-            worker.run(batch)
+            sent += worker.run(batch)
     assert state_of(b.stage, c.stage) == want
+    # The samples lost with the dead worker were sent again by its successors.
+    assert counted(sent) == counted(clean_sent)
 
 
 def test_without_the_changelog_the_successors_lose_what_was_awaited() -> None:

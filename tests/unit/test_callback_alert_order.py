@@ -1,5 +1,6 @@
 """Signature-failure alerts of several providers in one batch come out in the same order in every
-process, whatever its hash seed (they were judged in a set's order)."""
+process, whatever its hash seed (they were judged in a set's order): the callbacks stage sends
+their samples, and the judge fires them, in the order the providers failed."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import orjson
 from streams import signatures as sig
 from streams.core import Record
 from streams.settings import Settings
+from streams.alert_windows import WindowedAlerts
+from streams.pipeline import internal_record
 from streams.settlement import CallbacksStage, SettlementRules, build_verifier
 from streams.topics import Topics
 
@@ -33,7 +36,8 @@ for i, provider in enumerate(["xendit", "snap", "generic", "doku", "midtrans"] *
                                received_at=t0 + timedelta(seconds=i), source_ip="10.1.2.3",
                                variant="hmac")
     records.append(Record(topic=topics.callbacks, value=orjson.dumps(value), offset=i))
-outs = stage.process(records)
+samples = [internal_record(o) for o in stage.process(records) if o.topic == topics.alert_samples]
+outs = WindowedAlerts(topics, rules.alerts).process(samples)
 print(",".join(o.value["labels"]["provider"] for o in outs if o.topic == topics.alerts))
 """
 

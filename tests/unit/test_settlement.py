@@ -13,6 +13,7 @@ import pytest
 from models.inputs import Callback, Transaction
 from streams import metrics
 from streams import signatures as sig
+from streams.alert_windows import quantile
 from streams.core import Out, Record
 from streams.pipeline import internal_record
 from streams.settings import Settings
@@ -23,9 +24,9 @@ from streams.settlement import (
     SettlementStage,
     build_verifier,
     load_settlement_rules,
-    quantile,
 )
 from streams.topics import Topics
+from tests.unit.judging import judged
 
 T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 TOPICS = Topics()
@@ -71,9 +72,9 @@ def alerts(outs: list[Out]) -> list[tuple[str, str]]:
     return [(o.value["fingerprint"], o.value["status"]) for o in outs if o.topic == TOPICS.alerts]
 
 
-def run(stage: SettlementStage, *records: Record) -> list[Out]:
-    out = stage.process(list(records))
-    return out + stage.tick()
+def run(stage: SettlementStage | CallbacksStage, *records: Record) -> list[Out]:
+    """Process and tick, the samples judged."""
+    return judged(stage, stage.process(list(records)) + stage.tick())
 
 
 def sample(name: str, **labels: str) -> float:
@@ -190,11 +191,10 @@ def test_a_waiting_callback_outlasts_callbacks_running_ahead_of_transactions() -
     run(stage, callback("w1", T0 + timedelta(minutes=1)))
     run(stage, *[callback(f"ahead{i}", T0 + timedelta(hours=3, seconds=i)) for i in range(2)])
     assert "w1" in stage.early
-    run(stage, transaction("w1", T0))
+    sent = stage.process([transaction("w1", T0)])
     assert "w1" not in stage.early and stage.recent["w1"]["missed"] is False
-    assert stage.delays["MANDIRI|virtual_account"] == [
-        [(T0 + timedelta(minutes=1)).timestamp(), 60]
-    ]
+    [delay] = [o.value for o in sent if o.value.get("alert") == "settlement_delay_high"]
+    assert delay["samples"] == [[(T0 + timedelta(minutes=1)).timestamp(), 60, "w1"]]
     run(stage, callback("w2", T0 + timedelta(hours=3, minutes=1)))
     run(stage, transaction("late", T0 + timedelta(hours=3, minutes=20)))
     assert "w2" not in stage.early  # the transactions are past its wait: unmatched
@@ -277,15 +277,15 @@ def test_signature_failure_burst_fires_and_resolves_once() -> None:
         reason="signature_mismatch",
     )
     for i in range(4):
-        outs += stage.process([_signed(i, T0 + timedelta(seconds=i), "wrong")]) + stage.tick()
+        outs += run(stage, _signed(i, T0 + timedelta(seconds=i), "wrong"))
     assert alerts(outs) == []
-    outs += stage.process([_signed(4, T0 + timedelta(seconds=4), "wrong")]) + stage.tick()
+    outs += run(stage, _signed(4, T0 + timedelta(seconds=4), "wrong"))
     assert alerts(outs) == [("callback_signature_failures/generic", "firing")]
     # More forgeries change nothing; trusted callbacks flow meanwhile.
     for i in range(5, 20):
-        outs += stage.process([_signed(i, T0 + timedelta(seconds=i), "wrong")]) + stage.tick()
+        outs += run(stage, _signed(i, T0 + timedelta(seconds=i), "wrong"))
     ok = stage.process([_signed(99, T0 + timedelta(seconds=30), "right")])
-    assert [o.topic for o in ok] == [TOPICS.settlement]
+    assert [o.topic for o in ok if o.topic != TOPICS.alert_samples] == [TOPICS.settlement]
     assert sum(1 for o in outs if o.topic == TOPICS.deadletter) == 20
     assert (
         sample(
@@ -299,7 +299,7 @@ def test_signature_failure_burst_fires_and_resolves_once() -> None:
     # Five quiet minutes of event time later: resolved, once.
     for i in range(3):
         at = T0 + timedelta(minutes=6 + i)
-        outs += stage.process([_signed(100 + i, at, "right")]) + stage.tick()
+        outs += run(stage, _signed(100 + i, at, "right"))
     assert alerts(outs) == [
         ("callback_signature_failures/generic", "firing"),
         ("callback_signature_failures/generic", "resolved"),
@@ -326,7 +326,7 @@ def test_a_redelivered_callback_sends_its_fact_again_and_a_duplicate_does_not() 
     stage.process([Record(bad.topic, bad.value, bad.key, partition=5, offset=0)])
     assert durable.changes() == {
         3: {"seen/generic|trx-1|settled": [T0.timestamp(), 3, 10]},
-        5: {"failures/5/generic": [T0.timestamp()]},
+        5: {"failures/5/generic": [[T0.timestamp(), 1, "5/0"]]},
     }
 
 
@@ -372,7 +372,7 @@ def test_a_retrys_callback_counts_wherever_it_arrives(settled_at: int, outcome: 
     assert not stage.early and not stage.awaiting
     assert stage.recent["r9"]["final_at"] == (T0 + timedelta(minutes=1, seconds=4)).timestamp()
     assert not stage.recent["r9"].get("failed")
-    delays = [d for _, d in stage.delays.get("OVO|ewallet", [])]
+    delays = [d for _, d, _ in stage.delays.get("OVO|ewallet", [])]
     assert delays == ([4] if outcome == "settled" else [])
 
 

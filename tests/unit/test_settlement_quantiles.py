@@ -1,4 +1,4 @@
-"""Settlement delay quantiles from the sorted cache equal those of the state's own samples."""
+"""Settlement delay quantiles: the judge's sorted window equals its samples', each counted once."""
 
 from __future__ import annotations
 
@@ -12,31 +12,23 @@ from hypothesis import strategies as st
 
 from models.inputs import Transaction
 from streams import metrics
-from streams.alerts import AlertTracker
+from streams.alert_windows import _Subject, quantile, sorted_quantile
 from streams.core import Out, Record
 from streams.pipeline import internal_record
-from streams.settlement import (
-    SettlementFeed,
-    SettlementRules,
-    SettlementStage,
-    SortedDelays,
-    quantile,
-    sorted_quantile,
-)
+from streams.settlement import SettlementFeed, SettlementRules, SettlementStage
 from streams.topics import Topics
+from tests.unit.judging import judge_of, judged
 
 T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 TOPICS = Topics()
 FEED = SettlementFeed(TOPICS)
-KEYS = ("BRI|virtual_account", "OVO|ewallet")
 
-# Operations on one key's samples: append a delay, cut n samples from the front, read.
+# Operations on one subject's window: add a sample (time, delay, id from a small set, so ids
+# repeat), or move the window's start forward.
 OPS = st.lists(
     st.one_of(
-        st.tuples(st.just("add"), st.sampled_from(KEYS), st.integers(0, 40).map(float)),
-        st.tuples(st.just("cut"), st.sampled_from(KEYS), st.integers(0, 5)),
-        st.tuples(st.just("read"), st.sampled_from(KEYS), st.just(0)),
-        st.tuples(st.just("restore"), st.sampled_from(KEYS), st.just(0)),
+        st.tuples(st.just("add"), st.integers(0, 60), st.integers(0, 40), st.integers(0, 15)),
+        st.tuples(st.just("expire"), st.integers(0, 60), st.just(0), st.just(0)),
     ),
     max_size=80,
 )
@@ -44,24 +36,23 @@ OPS = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(OPS)
-def test_sorted_delays_follow_the_samples(ops: list[tuple[str, str, Any]]) -> None:
-    cache = SortedDelays()
-    state: dict[str, list[list[float]]] = {}
-    for i, (op, key, arg) in enumerate(ops):
-        samples = state.setdefault(key, [])
-        cached = key in cache.sorted
-        if op == "add":
-            samples.append([float(i), arg])
-            cache.added(key, arg, samples)
-        elif op == "cut":
-            cache.cut(key, samples[:arg])
-            state[key] = samples[arg:]
-        elif op == "restore":  # a sample added behind the cache's back: it notices
-            state[key] = [*samples, [float(i), 7.0]]
-        expected = sorted(s[1] for s in state[key])
-        if cached and op != "restore" and state[key]:  # kept up to date, not rebuilt
-            assert cache.sorted[key] == expected
-        assert cache.of(key, state[key]) == expected
+def test_a_subjects_window_is_its_samples_counted_once(
+    ops: list[tuple[str, int, int, int]],
+) -> None:
+    subject = _Subject("settlement_delay_high", {"channel": "BRI", "method": "virtual_account"})
+    kept: dict[str, tuple[float, float]] = {}  # id → (time, delay): the model
+    start = -1.0
+    for op, at, delay, ident in ops:
+        if op == "add" and at > start:
+            added = subject.add(float(at), float(delay), f"t{ident}")
+            assert added == (f"t{ident}" not in kept)
+            kept.setdefault(f"t{ident}", (float(at), float(delay)))
+        elif op == "expire":
+            start = max(start, float(at))
+            subject.expire(start)
+            kept = {k: v for k, v in kept.items() if v[0] > start}
+        assert subject.ids == set(kept)
+        assert subject.values == sorted(v[1] for v in kept.values())
 
 
 def test_sorted_quantile_is_the_nearest_rank_of_unsorted_values() -> None:
@@ -98,17 +89,19 @@ def _p95(channel: str) -> float | None:
     )
 
 
-def test_stage_quantiles_and_alerts_match_the_window_as_stored() -> None:
+def test_judged_quantiles_and_alerts_match_the_samples_sent() -> None:
     """Three hours of settlements with delays rising past the threshold and falling back: after
-    every tick the p95 gauge is the nearest rank of the samples the state holds, and the stage
-    restarted from its JSON state halfway carries on with the same quantiles and alerts."""
+    every batch the p95 gauge is the nearest rank of the samples sent within the window, and the
+    stage restarted from its JSON state halfway, sending its window again, counts nothing twice:
+    each alert fires and resolves once."""
     rules = SettlementRules.model_validate(
         {"alerts": {"settlement_delay_high": {"p95_s": 1800, "window_s": 900, "min_samples": 5}}}
     )
     rng = random.Random(11)
     state: dict[str, Any] = {}
-    firing: dict[str, Any] = {}
-    stage = SettlementStage(TOPICS, rules, state=state, alerts=AlertTracker(TOPICS.alerts, firing))
+    stage = SettlementStage(TOPICS, rules, state=state)
+    judge = judge_of(stage)
+    sent: dict[str, tuple[str, float, float]] = {}  # tx id → channel, settled, delay
     fired: list[tuple[str, str]] = []
     for minute in range(180):
         at = T0 + timedelta(minutes=minute)
@@ -120,20 +113,21 @@ def test_stage_quantiles_and_alerts_match_the_window_as_stored() -> None:
             delay = rng.randrange(2000, 4000) if slow else rng.randrange(10, 900)
             created = at - timedelta(seconds=delay)
             batch += [_transaction(tx_id, created, channel), _callback(tx_id, at)]
-        stage.process(batch)
-        outs = stage.tick()
+            sent[tx_id] = (channel, at.timestamp(), float(delay))
+        outs = judged(stage, stage.process(batch) + stage.tick(), judge)
         fired += [(o.value["fingerprint"], o.value["status"]) for o in outs]
+        start = judge.clock.watermark.timestamp() - 900
         for channel in ("BRI", "PERMATA"):
-            samples = stage.delays.get(f"{channel}|virtual_account")
-            if samples:
-                assert _p95(channel) == quantile([s[1] for s in samples], 0.95)
-        if minute == 90:  # a restart from the changelogged state: the cache starts empty
+            window = [d for c, t, d in sent.values() if c == channel and t > start]
+            if window:
+                assert _p95(channel) == quantile(window, 0.95)
+        if minute == 90:  # a restart from the changelogged state: its window is sent again
             state = orjson.loads(orjson.dumps(state))
-            tracker = AlertTracker(TOPICS.alerts, orjson.loads(orjson.dumps(firing)))
-            restarted = SettlementStage(TOPICS, rules, state=state, alerts=tracker)
+            restarted = SettlementStage(TOPICS, rules, state=state)
             restarted.clock = stage.clock
-            restarted._next_evaluation = stage._next_evaluation
-            stage = restarted
+            restarted.delay_log.resend(None)
+            assert restarted.delay_log.pending
+            stage = restarted  # the same judge goes on
     for channel in ("BRI", "PERMATA"):
         fingerprint = f"settlement_delay_high/{channel}/virtual_account"
         assert fired.count((fingerprint, "firing")) == 1
