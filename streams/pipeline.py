@@ -86,7 +86,7 @@ def build_stages(settings: Settings) -> list[Stage]:
     from rules.health import load_health_rules
     from streams.health import FailoverStateStage, HealthObserver, HealthStage
 
-    health_rules = load_health_rules()  # a bad rules/health.yaml raises naming file and line
+    health_rules = load_health_rules(settings.health_rules)  # a bad file raises naming its line
     health_observer = HealthObserver(topics, health_rules)
     health = HealthStage(topics, health_rules, lateness=lateness)
     health_state = FailoverStateStage(topics, health)  # live: every worker reads gateway.failover

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     )
     rules_pack: Path | None = Field(default=None, description="fraud rule pack file to start with")
     model_dir: Path | None = Field(default=None, description="fraud model directory")
+    health_rules: Path | None = Field(
+        default=None, description="channel health, failover and alert rules (rules/health.yaml)"
+    )
+    settlement_rules: Path | None = Field(
+        default=None,
+        description="settlement deadlines and alert thresholds (rules/settlement.yaml)",
+    )
     secrets_file: Path | None = Field(
         default=None, description="YAML/JSON file of callback secrets"
     )

@@ -784,7 +784,7 @@ def build_settlement(settings: Settings) -> tuple[VatTagger, SettlementFeed, lis
 
     topics = settings.topics
     lateness = timedelta(seconds=settings.allowed_lateness_s)
-    rules = load_settlement_rules()
+    rules = load_settlement_rules(settings.settlement_rules)
     stages: list[Stage] = [
         CallbacksStage(
             topics,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,19 @@ def test_secret_values_are_only_the_secrets() -> None:
         broker_credentials={"mechanism": "SCRAM-SHA-512", "username": "pantau", "password": "pw-9"},
     )
     assert sorted(s.secret_values()) == ["pw-9", "tok-1"]
+
+
+def test_the_health_and_settlement_rule_files_are_settings(tmp_path: Path) -> None:
+    """An SRE points a worker at their own rule files; a bad one is refused naming it."""
+    from streams.pipeline import build_stages
+    from streams.settlement import SettlementStage
+
+    settlement = tmp_path / "settlement.yaml"
+    settlement.write_text("deadlines_s:\n  virtual_account: 1800\n", encoding="utf-8")
+    settings = Settings(settlement_rules=settlement)
+    [stage] = [s for s in build_stages(settings) if isinstance(s, SettlementStage)]
+    assert stage.rules.deadline_for("virtual_account") == timedelta(seconds=1800)
+    health = tmp_path / "health.yaml"
+    health.write_text("version: [not, a, version]\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"health\.yaml"):
+        build_stages(Settings(health_rules=health))
