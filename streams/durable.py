@@ -86,7 +86,7 @@ class PartitionedState:
     written version wins among those restored), so a restarted worker starts warm.
 
     `own(key, partition)` is called for each key a record touches; `changes()` returns what
-    changed per partition since the last call."""
+    changed per partition since the last call, and forgets the owner of a deleted key."""
 
     def __init__(self, state: TrackedMap, exclusive: str) -> None:
         self.state = state
@@ -106,8 +106,11 @@ class PartitionedState:
         restored_at = self.restored_at
         for key in self.state.drain():
             partition = owner.get(key)
+            value = data.get(key)
             if partition is not None:
-                out.setdefault(partition, {})[key] = data.get(key)
+                out.setdefault(partition, {})[key] = value
+                if value is None:
+                    del owner[key]  # deleted: its owner goes too (the owners stay as many as keys)
             if restored_at:
                 restored_at.pop(key, None)  # changed here: this worker's own from now on
         return out

@@ -78,6 +78,23 @@ def test_changes_are_grouped_by_the_partition_that_last_touched_each_key() -> No
     assert durable.changes() == {}
 
 
+def test_a_deleted_key_is_logged_once_and_its_owner_forgotten() -> None:
+    state, durable = _store()
+    for i in range(100):
+        durable.own(f"customer:{i}", i % 4)
+        state[f"customer:{i}"] = {"n": i}
+    durable.changes()
+    for i in range(90):
+        del state[f"customer:{i}"]  # expired
+    deleted = durable.changes()
+    assert sum(len(v) for v in deleted.values()) == 90
+    assert all(value is None for part in deleted.values() for value in part.values())
+    assert set(durable.owner) == {f"customer:{i}" for i in range(90, 100)}
+    durable.own("customer:5", 1)  # back: owned again before it is written
+    state["customer:5"] = {"n": 1}
+    assert durable.changes() == {1: {"customer:5": {"n": 1}}}
+
+
 def test_a_takeover_loads_customers_and_only_the_shared_keys_this_worker_lacks() -> None:
     state, durable = _store()
     durable.own("device:mine", 1)
