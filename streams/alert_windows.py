@@ -380,13 +380,22 @@ class WindowedAlertShards(Stage):
         self.shards[partition] = shard
 
     def drop(self, partition: int | None) -> bool:
-        """Forget a partition another worker now owns (its firing alerts leave this worker's
-        `pantau_alerts_firing`: the new owner counts them); False if it had no shard."""
+        """Forget a partition another worker now owns (its firing alerts and delay quantiles
+        leave this worker's metrics: the new owner exports them); False if it had no shard."""
         shard = self.shards.pop(partition, None)
         if shard is None:
             return False
         for alert in shard.firing():
             metrics.child(metrics.ALERTS_FIRING, str(alert["alert"])).dec()
+        for subject in shard.subjects.values():
+            if subject.alert == DELAY:
+                for q in ("0.5", "0.95"):
+                    metrics.forget(
+                        metrics.SETTLEMENT_DELAY_QUANTILE,
+                        subject.labels["channel"],
+                        subject.labels["method"],
+                        q,
+                    )
         return True
 
     def process(self, records: Sequence[Record]) -> list[Out]:

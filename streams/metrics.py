@@ -360,6 +360,15 @@ def child(metric: Any, *labels: str) -> Any:
     return _child(metric, labels)
 
 
+def forget(metric: Any, *labels: str) -> None:
+    """Remove a labelled child (its value is another worker's now); absent, nothing happens."""
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        return
+    _child.cache_clear()  # a cached child would no longer be exported
+
+
 def exposition() -> bytes:
     """The registry in Prometheus text format."""
     from prometheus_client import generate_latest

@@ -162,17 +162,36 @@ def test_a_rebuilt_judge_sends_what_its_predecessor_sent_whatever_the_batches() 
     assert resent >= 10  # the rest fires and resolves
 
 
-def test_a_judge_handed_over_takes_its_firing_alerts_off_this_workers_gauge() -> None:
+def _settled(tx_id: str, at: datetime) -> Record:
+    value = {
+        "kind": "callback", "provider": "xendit", "callback_id": f"cb-{tx_id}",
+        "transaction_id": tx_id, "status": "settled", "provider_status": "PAID",
+        "amount": "50000", "settled_at": at.isoformat(), "received_at": at.isoformat(),
+    }  # fmt: skip
+    return internal_record(Out(TOPICS.settlement, tx_id, value))
+
+
+def test_a_judge_handed_over_takes_its_metrics_off_this_worker() -> None:
+    """Its firing alerts leave `pantau_alerts_firing` and its delay quantiles are no longer
+    exported here: the worker that takes the partition over exports them."""
+
     def firing() -> float:
         value = metrics.REGISTRY.get_sample_value(
             "pantau_alerts_firing", {"alert": "callbacks_missing"}
         )
         return value or 0.0
 
+    def p95() -> float | None:
+        labels = {"channel": "HANDOVER", "method": "ewallet", "quantile": "0.95"}
+        return metrics.REGISTRY.get_sample_value("pantau_settlement_delay_quantile_seconds", labels)
+
     shards = WindowedAlertShards(lambda: WindowedAlerts(TOPICS, RULES.alerts))
     before = firing()
     settlement = SettlementStage(TOPICS, RULES, samples_partitions=1)
     outs = settlement.process([_transaction(f"h{i}", T0) for i in range(5)])
+    outs += settlement.process(
+        [_transaction("s1", T0, "HANDOVER"), _settled("s1", T0 + timedelta(minutes=7))]
+    )
     outs += settlement.process([_transaction("h-late", T0 + timedelta(hours=1, minutes=2), "BCA")])
     outs += settlement.tick()
     records = [
@@ -181,5 +200,7 @@ def test_a_judge_handed_over_takes_its_firing_alerts_off_this_workers_gauge() ->
     shards.process(records)
     assert _fired(shards.shards[3].close()) == [("callbacks_missing/OVO", "firing")]
     assert firing() == before + 1
+    assert p95() == 420
     assert shards.drop(3) and not shards.drop(3)
     assert firing() == before
+    assert p95() is None
