@@ -695,6 +695,19 @@ class _ChannelGauges:
             )
         return found
 
+    def forget(self) -> None:
+        """Stop exporting this channel's gauges (another worker owns it now)."""
+        c = self.channel
+        metrics.forget(metrics.CONSECUTIVE_FAILURES, c)
+        for s in ChannelState:
+            metrics.forget(metrics.CHANNEL_STATE, c, s.value)
+        for name in self.windows:
+            metrics.forget(metrics.PROVIDER_ERROR_RATIO, c, name)
+            metrics.forget(metrics.DECLINE_RATIO, c, name)
+            metrics.forget(metrics.WINDOW_ATTEMPTS, c, name)
+            for q in ("0.5", "0.95", "0.99"):
+                metrics.forget(metrics.LATENCY_QUANTILE, c, name, q)
+
 
 class HealthStage(Stage):
     """Merges health deltas per channel; windows, failover signals, snapshots and alerts."""
@@ -1150,6 +1163,15 @@ class HealthStage(Stage):
         for value, gauge in gauges.states:
             gauge.set(1 if value == st.state else 0)
 
+    def release_metrics(self) -> None:
+        """This shard's partition went to another worker: its channels' gauges and firing
+        alerts leave this worker's metrics (the new owner exports them)."""
+        for gauges in self._gauges.values():
+            gauges.forget()
+        self._gauges.clear()
+        for alert in self.alerts.firing():
+            metrics.child(metrics.ALERTS_FIRING, str(alert["alert"])).dec()
+
     def channel_view(self, channel: str) -> dict[str, Any] | None:
         """The latest snapshot, state and signal of one channel (this worker's), or None."""
         channel = channel.strip().upper()
@@ -1286,9 +1308,14 @@ class HealthShards(Stage):
         return shard
 
     def drop(self, partition: int | None) -> bool:
-        """Forget a partition another worker now owns; False if it had no shard."""
+        """Forget a partition another worker now owns, its metrics included; False if it had
+        no shard."""
         self.groups.pop(partition, None)
-        return self.shards.pop(partition, None) is not None
+        shard = self.shards.pop(partition, None)
+        if shard is None:
+            return False
+        shard.release_metrics()
+        return True
 
     def process(self, records: Sequence[Record]) -> list[Out]:
         by_partition: dict[int | None, list[Record]] = {}

@@ -153,3 +153,26 @@ def test_views_merge_the_shards() -> None:
     assert many.channel_view("NOPE") is None
     assert many.clock.started
     assert shards().channels_view()["channels"] == {}
+
+
+def test_a_dropped_shard_takes_its_gauges_and_firing_alerts_off_this_worker() -> None:
+    """After a hand-over, only the new owner exports a channel's state: a stale `failed_over`
+    here would sit beside the new owner's `healthy` on every dashboard."""
+    from streams import metrics
+
+    def sample(name: str, **labels: str) -> float | None:
+        return metrics.REGISTRY.get_sample_value(name, labels)
+
+    many = shards()
+    many.process(deltas(minutes=10))  # the BCA outage (from minute 5) is still on
+    [bca] = [p for p, s in many.shards.items() if "BCA" in s.channels]
+    names = [str(a["alert"]) for a in many.shards[bca].alerts.firing()]
+    assert names  # the outage fires in that shard
+    before = {name: sample("pantau_alerts_firing", alert=name) or 0.0 for name in names}
+    assert sample("pantau_channel_state", channel="BCA", state="failed_over") == 1
+    assert sample("pantau_provider_error_ratio", channel="BCA", window="5m") is not None
+    assert many.drop(bca)
+    assert sample("pantau_channel_state", channel="BCA", state="failed_over") is None
+    assert sample("pantau_provider_error_ratio", channel="BCA", window="5m") is None
+    for name, value in before.items():
+        assert sample("pantau_alerts_firing", alert=name) == value - names.count(name)
