@@ -15,6 +15,7 @@ from models.outputs import alert_fingerprint
 from streams import metrics
 from streams.alerts import AlertTracker
 from streams.core import EventClock, Out, Record, Stage
+from streams.durable import PartitionedMaps
 from streams.topics import Topics
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 # windows slide, and alerts resolve, even where no sample comes.
 PROGRESS_EVERY_S = 30.0
 EVALUATE_EVERY_S = 10.0  # how often (event time) a shard re-judges every alert it holds
+SAMPLE_BUCKET_S = 10  # a sender keeps its samples in buckets of this much event time
 DELAY = "settlement_delay_high"
 MISSING = "callbacks_missing"
 SIGNATURES = "callback_signature_failures"
@@ -41,11 +43,13 @@ def _at(epoch: float) -> datetime:
 
 
 class SampleLog:
-    """One alert's samples as a sending stage keeps them: per source partition (`<partition>/
-    <subject>` live, the subject alone in a replay), for the alert's window, in a mapping the
-    stage journals. What is added is sent (`drain`); what a partition holds is sent again when a
-    worker takes it over (`resend`), so a sample logged but never delivered before a crash still
-    arrives. The judge counts each id once, so sending again changes nothing."""
+    """One alert's samples as a sending stage keeps them, for the alert's window, in a mapping
+    the stage journals: per source partition and SAMPLE_BUCKET_S of event time
+    (`<partition>/<subject>@<bucket>` live, `<subject>@<bucket>` in a replay), so a batch
+    rewrites only the buckets it added to, not an hour of samples. What is added is sent
+    (`drain`); what a partition holds is sent again when a worker takes it over (`resend`), so a
+    sample logged but never delivered before a crash still arrives. The judge counts each id
+    once, so sending again changes nothing."""
 
     def __init__(
         self,
@@ -59,39 +63,77 @@ class SampleLog:
         self.window_s = window_s
         self.labels_of = labels_of  # subject → the alert's labels
         self.pending: dict[str, list[Sample]] = {}  # subject → samples not yet drained
+        self.durable: PartitionedMaps | None = None  # live: who owns each key (journal_state)
+        # bucket → its keys, and the buckets in a heap: expiry visits only what it drops or cuts
+        self._keys: dict[int, set[str]] = {}
+        self._buckets: list[int] = []
+        self.reindex()
 
-    def add(self, key: str, sample: Sample) -> None:
-        """Keep a sample under its (scoped) key and queue it for sending."""
+    def reindex(self) -> None:
+        """Rebuild the bucket index from the state (after it was loaded or keys were dropped)."""
+        self._keys = {}
+        for key in self.state:
+            self._keys.setdefault(_bucket_of(key), set()).add(key)
+        self._buckets = list(self._keys)
+        heapq.heapify(self._buckets)
+
+    def add(self, partition: int | None, subject: str, sample: Sample) -> None:
+        """Keep a sample of a subject from a source partition and queue it for sending."""
+        bucket = int(float(sample[0]) // SAMPLE_BUCKET_S)
+        key = f"{scoped(partition, subject)}@{bucket}"
+        if self.durable is not None and partition is not None:
+            self.durable.own(key, partition)
         samples = self.state.get(key)
-        samples = [] if samples is None else samples
+        if samples is None:
+            samples = []
+            keys = self._keys.get(bucket)
+            if keys is None:
+                keys = self._keys[bucket] = set()
+                heapq.heappush(self._buckets, bucket)
+            keys.add(key)
         if samples and samples[-1][0] > sample[0]:
             bisect.insort(samples, sample, key=lambda s: float(s[0]))
         else:
             samples.append(sample)
         self.state[key] = samples  # reassigned: a journaled mapping sees the change
-        self.pending.setdefault(unscoped(key), []).append(sample)
+        self.pending.setdefault(subject, []).append(sample)
 
     def resend(self, partition: int | None) -> None:
         """Queue every sample a partition holds (its state was just taken over; None: all)."""
         prefix = "" if partition is None else f"{partition}/"
         for key, samples in self.state.items():
             if key.startswith(prefix) and samples:
-                self.pending.setdefault(unscoped(key), []).extend(samples)
+                self.pending.setdefault(subject_of(key), []).extend(samples)
 
     def expire(self, now: float) -> None:
-        """Drop samples that left the window."""
+        """Drop samples that left the window: whole buckets, and the edge bucket's oldest."""
         start = now - self.window_s
-        for key in list(self.state.keys()):
-            samples = self.state[key]
-            cut = bisect.bisect_right(samples, start, key=lambda s: float(s[0]))
-            if cut == len(samples):
-                del self.state[key]
-            elif cut:
-                self.state[key] = samples[cut:]
+        while self._buckets and self._buckets[0] * SAMPLE_BUCKET_S <= start:
+            bucket = self._buckets[0]
+            keys = self._keys.get(bucket, set())
+            if (bucket + 1) * SAMPLE_BUCKET_S > start:  # the edge: cut, keep the rest
+                for key in list(keys):
+                    samples = self.state.get(key)
+                    if samples is None:
+                        keys.discard(key)  # dropped with its partition
+                        continue
+                    cut = bisect.bisect_right(samples, start, key=lambda s: float(s[0]))
+                    if cut == len(samples):
+                        del self.state[key]
+                        keys.discard(key)
+                    elif cut:
+                        self.state[key] = samples[cut:]
+                if keys:
+                    return
+            heapq.heappop(self._buckets)
+            self._keys.pop(bucket, None)
+            for key in keys:
+                self.state.pop(key, None)
 
-    def count(self) -> int:
-        """Samples held (for tests and views)."""
-        return sum(len(s) for s in self.state.values())
+    def of(self, subject: str) -> list[Sample]:
+        """A subject's samples over every partition and bucket, in time order."""
+        found = [s for key, held in self.state.items() if subject_of(key) == subject for s in held]
+        return sorted(found, key=lambda s: float(s[0]))
 
     def drain(self, topic: str, progress: float) -> list[Out]:
         """One message per subject with what was queued, in the order subjects were first
@@ -102,6 +144,15 @@ class SampleLog:
         ]
         self.pending.clear()
         return out
+
+
+def _bucket_of(key: str) -> int:
+    return int(key.rpartition("@")[2])
+
+
+def subject_of(key: str) -> str:
+    """The subject a SampleLog key is about (without its partition and bucket)."""
+    return unscoped(key.rpartition("@")[0])
 
 
 def scoped(partition: int | None, key: str) -> str:

@@ -25,7 +25,6 @@ from streams.alert_windows import (
     SIGNATURES,
     ProgressBeat,
     SampleLog,
-    scoped,
 )
 from streams.callbacks import FINAL_STATUSES, CallbackVerifier, FactStatus, Untrusted
 from streams.codec import Decoder, dead_letter, describe_errors
@@ -175,16 +174,6 @@ def _parse_iso(text: Any) -> datetime | None:
     return parsed.astimezone(UTC) if parsed.tzinfo else None
 
 
-def owned_scoped(durable: PartitionedMaps | None, partition: int | None, key: str) -> str:
-    """A window key of `partition`, owned by it, when the state is journaled (live); the key
-    itself otherwise."""
-    if durable is None or partition is None:
-        return key
-    key = scoped(partition, key)
-    durable.own(key, partition)
-    return key
-
-
 def in_time_order(mapping: MutableMapping[str, Any], at: Callable[[Any], float]) -> None:
     """Re-insert a mapping's entries in time order (restored ones were appended at its end;
     the bounds and expiry take the oldest from the front)."""
@@ -289,7 +278,7 @@ class CallbacksStage(Stage):
         if self.durable is None:
             self.seen = TrackedMap("", self.seen)
             self.failures.state = TrackedMap("", self.failures.state)
-            self.durable = PartitionedMaps(
+            self.durable = self.failures.durable = PartitionedMaps(
                 {name: cast(TrackedMap, m) for name, m in self.state_maps().items()}
             )
         return self.durable
@@ -298,10 +287,11 @@ class CallbacksStage(Stage):
         """A partition's state was loaded: the dedup memory back in time order (it expires from
         the front), its failure samples sent again (a crash may have kept them from the judge)."""
         in_time_order(self.seen, _seen_at)
+        self.failures.reindex()
         self.failures.resend(partition)
 
     def handed_over(self, partition: int) -> None:
-        return None
+        self.failures.reindex()
 
     def process(self, records: Sequence[Record]) -> list[Out]:
         out: list[Out] = []
@@ -326,8 +316,7 @@ class CallbacksStage(Stage):
                     if record.offset is not None
                     else f"{record.topic}:{record.line}:{event.callback_id}"
                 )
-                key = owned_scoped(self.durable, record.partition, provider)
-                self.failures.add(key, [_epoch(event.received_at), 1, ident])
+                self.failures.add(record.partition, provider, [_epoch(event.received_at), 1, ident])
                 out.append(self._untrusted(record, event, f"untrusted_callback: {provider} {exc}"))
                 continue
             key = f"{provider}|{fact.transaction_id}|{fact.status.value}"
@@ -503,7 +492,7 @@ class SettlementStage(Stage):
 
     @property
     def delays(self) -> MutableMapping[str, Any]:
-        """The delay samples by (scoped) `channel|method`."""
+        """The delay samples by `[<partition>/]<channel>|<method>@<bucket>` (SampleLog)."""
         return self.delay_log.state
 
     @property
@@ -685,8 +674,7 @@ class SettlementStage(Stage):
         delay = max(0.0, _epoch(settled) - float(entry["created_at"]))
         channel, method = str(entry["channel"]), str(entry["method"])
         metrics.child(metrics.SETTLEMENT_DELAY, channel, method).observe(delay)
-        key = owned_scoped(self.durable, self._partition, f"{channel}|{method}")
-        self.delay_log.add(key, [_epoch(settled), delay, tx_id])
+        self.delay_log.add(self._partition, f"{channel}|{method}", [_epoch(settled), delay, tx_id])
 
     # -- durable state (live; a replay keeps everything in one process) ------------------------
 
@@ -702,6 +690,7 @@ class SettlementStage(Stage):
             self.durable = PartitionedMaps(
                 {name: cast(TrackedMap, m) for name, m in self.state_maps().items()}
             )
+            self.delay_log.durable = self.missing.durable = self.durable
         return self.durable
 
     def state_maps(self) -> dict[str, MutableMapping[str, Any]]:
@@ -721,12 +710,15 @@ class SettlementStage(Stage):
         self._rebuild_deadlines()
         in_time_order(self.early, lambda v: float(v["until"]))
         in_time_order(self.recent, lambda v: float(v["final_at"]))
-        self.delay_log.resend(partition)
-        self.missing.resend(partition)
+        for log in (self.delay_log, self.missing):
+            log.reindex()
+            log.resend(partition)
 
     def handed_over(self, partition: int) -> None:
-        """A partition's keys were dropped: forget the timers derived from them."""
+        """A partition's keys were dropped: forget the timers and indexes derived from them."""
         self._rebuild_deadlines()
+        self.delay_log.reindex()
+        self.missing.reindex()
 
     # -- timers and alerts --
 
@@ -745,7 +737,7 @@ class SettlementStage(Stage):
             metrics.child(metrics.CALLBACKS_MISSING, channel, method).inc()
             partition = self.durable.owner.get(tx_id) if self.durable is not None else None
             # when it is noticed: event time may have jumped
-            self.missing.add(owned_scoped(self.durable, partition, channel), [now, 1, tx_id])
+            self.missing.add(partition, channel, [now, 1, tx_id])
         tx_now = _epoch(self.tx_clock.watermark) if self.tx_clock.started else float("-inf")
         for tx_id in list(self.early.keys()):
             waiting = self.early[tx_id]

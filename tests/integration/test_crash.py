@@ -24,7 +24,7 @@ import yaml
 
 from models.features import decode, encode
 from models.outputs import alert_fingerprint
-from streams.alert_windows import WindowedAlerts, unscoped
+from streams.alert_windows import WindowedAlerts, subject_of
 from streams.core import Out, Record, Stage
 from streams.durable import decode_value
 from streams.ledger import (
@@ -417,7 +417,7 @@ def _settlement_state(items: Any, since: float) -> dict[str, Any]:
             continue
         value = _json(value)
         if name == "delays":
-            delays.setdefault(unscoped(key), []).extend(v for v in value if v[0] > since)
+            delays.setdefault(subject_of(key), []).extend(v for v in value if v[0] > since)
         elif name == "early":
             state[name][key] = {**value, "facts": sorted(value["facts"], key=orjson.dumps)}
         else:

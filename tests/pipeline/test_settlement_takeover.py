@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from models.features import partition_of
-from streams.alert_windows import unscoped
+from streams.alert_windows import subject_of
 from streams.core import Out, Record
 from streams.durable import decode_value
 from streams.payments import PaymentsStage
@@ -134,9 +134,9 @@ def state_of(*stages: SettlementStage) -> dict[str, Any]:
         for name in MAPS:
             merged[name].update(orjson.loads(orjson.dumps(dict(getattr(stage, name)))))
         for key, samples in stage.delays.items():
-            delays.setdefault(unscoped(key), Counter()).update(tuple(s) for s in samples)
+            delays.setdefault(subject_of(key), Counter()).update(tuple(s) for s in samples)
         for key, held in stage.missing.state.items():
-            missing[unscoped(key)] += len(held)
+            missing[subject_of(key)] += len(held)
     merged["delays"] = delays
     merged["missing"] = missing
     return merged
