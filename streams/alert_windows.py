@@ -14,7 +14,7 @@ import orjson
 from models.outputs import alert_fingerprint
 from streams import metrics
 from streams.alerts import AlertTracker
-from streams.core import EventClock, Out, Record, Stage
+from streams.core import EventClock, Out, Record, Stage, by_partition
 from streams.durable import PartitionedMaps
 from streams.topics import Topics
 
@@ -450,11 +450,8 @@ class WindowedAlertShards(Stage):
         return True
 
     def process(self, records: Sequence[Record]) -> list[Out]:
-        by_partition: dict[int | None, list[Record]] = {}
-        for record in records:
-            by_partition.setdefault(record.partition, []).append(record)
         out: list[Out] = []
-        for partition, part in by_partition.items():
+        for partition, part in by_partition(records).items():
             shard = self.shards.get(partition)
             if shard is None:
                 shard = self.shards[partition] = self.make()

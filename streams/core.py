@@ -42,6 +42,14 @@ class Out:
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def by_partition(records: Sequence[Record]) -> dict[int | None, list[Record]]:
+    """Records grouped by partition, each group in its original order."""
+    groups: dict[int | None, list[Record]] = {}
+    for record in records:
+        groups.setdefault(record.partition, []).append(record)
+    return groups
+
+
 @dataclass(slots=True)
 class EventClock:
     """Event time as a stage has seen it: the latest event time and the watermark behind it."""

@@ -60,7 +60,7 @@ from rules.health import HealthRules, load_health_rules
 from rules.taxonomy import NO_ERROR, ErrorClass
 from streams import metrics
 from streams.alerts import AlertTracker
-from streams.core import EventClock, Out, Record, Stage
+from streams.core import EventClock, Out, Record, Stage, by_partition
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -1318,11 +1318,8 @@ class HealthShards(Stage):
         return True
 
     def process(self, records: Sequence[Record]) -> list[Out]:
-        by_partition: dict[int | None, list[Record]] = {}
-        for record in records:
-            by_partition.setdefault(record.partition, []).append(record)
         out: list[Out] = []
-        for partition, part in by_partition.items():
+        for partition, part in by_partition(records).items():
             shard = self.shard(partition)
             group = self.groups.get(partition)
             if group is None:

@@ -9,7 +9,6 @@ from typing import Any
 import orjson
 
 from models.features import partition_of
-from models.inputs import Transaction
 from streams import metrics
 from streams.alert_windows import WindowedAlerts, WindowedAlertShards
 from streams.core import Out, Record
@@ -17,7 +16,6 @@ from streams.pipeline import internal_record
 from streams.settings import Settings
 from streams.settlement import (
     CallbacksStage,
-    SettlementFeed,
     SettlementRules,
     SettlementStage,
     build_verifier,
@@ -26,6 +24,7 @@ from streams.settlement import (
 from streams.signatures import build_callback
 from streams.topics import Topics
 from tests.pipeline.test_settlement_takeover import Worker, batches, settlement_facts
+from tests.unit.test_settlement import callback, transaction
 
 T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 TOPICS = Topics()
@@ -41,13 +40,7 @@ RULES = SettlementRules.model_validate(
 
 
 def _transaction(tx_id: str, at: datetime, channel: str = "OVO") -> Record:
-    tx = Transaction.model_validate(
-        {"transaction_id": tx_id, "merchant_id": "m-1", "customer_id": "c-1", "amount": "50000",
-         "currency": "IDR", "method": "ewallet", "channel": channel, "status": "pending",
-         "created_at": at.isoformat()}
-    )  # fmt: skip
-    [out] = SettlementFeed(TOPICS).observe([tx])
-    return internal_record(out)
+    return transaction(tx_id, at, channel=channel, method="ewallet")
 
 
 def _forgery(i: int, at: datetime, partition: int) -> Record:
@@ -162,15 +155,6 @@ def test_a_rebuilt_judge_sends_what_its_predecessor_sent_whatever_the_batches() 
     assert resent >= 10  # the rest fires and resolves
 
 
-def _settled(tx_id: str, at: datetime) -> Record:
-    value = {
-        "kind": "callback", "provider": "xendit", "callback_id": f"cb-{tx_id}",
-        "transaction_id": tx_id, "status": "settled", "provider_status": "PAID",
-        "amount": "50000", "settled_at": at.isoformat(), "received_at": at.isoformat(),
-    }  # fmt: skip
-    return internal_record(Out(TOPICS.settlement, tx_id, value))
-
-
 def test_a_judge_handed_over_takes_its_metrics_off_this_worker() -> None:
     """Its firing alerts leave `pantau_alerts_firing` and its delay quantiles are no longer
     exported here: the worker that takes the partition over exports them."""
@@ -190,7 +174,7 @@ def test_a_judge_handed_over_takes_its_metrics_off_this_worker() -> None:
     settlement = SettlementStage(TOPICS, RULES, samples_partitions=1)
     outs = settlement.process([_transaction(f"h{i}", T0) for i in range(5)])
     outs += settlement.process(
-        [_transaction("s1", T0, "HANDOVER"), _settled("s1", T0 + timedelta(minutes=7))]
+        [_transaction("s1", T0, "HANDOVER"), callback("s1", T0 + timedelta(minutes=7))]
     )
     outs += settlement.process([_transaction("h-late", T0 + timedelta(hours=1, minutes=2), "BCA")])
     outs += settlement.tick()
