@@ -249,9 +249,9 @@ class WindowedAlerts(Stage):
     every EVALUATE_EVERY_S of event time, each alert is judged when a message from later than
     the last arrives (so whatever a sender sent for one moment is in), and a signature-failure
     burst as soon as its samples come. (A window's p95 moves with every batch of settlements;
-    judged on each message, it would flap.) Live,
-    one shard per partition, rebuilt from the partition's messages by whoever takes it over,
-    re-sends exactly what its predecessor sent (see WindowedAlertShards)."""
+    judged on each message, it would flap.) Live, one shard per partition, rebuilt from the
+    partition's messages by whoever takes it over, re-sends exactly what its predecessor sent
+    (see WindowedAlertShards)."""
 
     name = "alert-windows"
 
