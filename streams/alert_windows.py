@@ -436,8 +436,7 @@ class WindowedAlertShards(Stage):
         shard = self.shards.pop(partition, None)
         if shard is None:
             return False
-        for alert in shard.firing():
-            metrics.child(metrics.ALERTS_FIRING, str(alert["alert"])).dec()
+        shard.alerts.release()
         for subject in shard.subjects.values():
             if subject.alert == DELAY:
                 for q in ("0.5", "0.95"):

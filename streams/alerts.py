@@ -85,3 +85,9 @@ class AlertTracker:
     def firing(self) -> list[dict[str, Any]]:
         """The alerts firing now (their firing messages)."""
         return list(self.state.values())
+
+    def release(self) -> None:
+        """Take the alerts firing here off `pantau_alerts_firing`: another worker judges them
+        now (and counts them, as this tracker did when it restored or fired them)."""
+        for value in self.state.values():
+            metrics.child(metrics.ALERTS_FIRING, value["alert"]).dec()

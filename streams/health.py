@@ -1169,8 +1169,7 @@ class HealthStage(Stage):
         for gauges in self._gauges.values():
             gauges.forget()
         self._gauges.clear()
-        for alert in self.alerts.firing():
-            metrics.child(metrics.ALERTS_FIRING, str(alert["alert"])).dec()
+        self.alerts.release()
 
     def channel_view(self, channel: str) -> dict[str, Any] | None:
         """The latest snapshot, state and signal of one channel (this worker's), or None."""
