@@ -410,8 +410,9 @@ class WindowedAlertShards(Stage):
     """The judge live: one WindowedAlerts per partition of pantau.alert-samples this worker holds.
 
     A partition taken over gets a new shard fed the partition's messages from the beginning up
-    to where the group resumes it, outputs discarded (streams/statelog.py ShardRebuilder): it then
-    holds what its predecessor held. A replay keeps one shard (partition None)."""
+    to where the group resumes it, outputs discarded (AlertWindowsRebuilder in
+    streams/statelog.py): it then holds what its predecessor held. A replay keeps one shard
+    (partition None)."""
 
     def __init__(self, make: Callable[[], WindowedAlerts]) -> None:
         self.make = make

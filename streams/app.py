@@ -215,12 +215,12 @@ def _add_durable_state(app: faust.App, runtime: Runtime) -> None:
     from streams.payments import PaymentsStage
     from streams.settlement import CallbacksStage, SettlementStage
     from streams.statelog import (
+        AlertWindowsRebuilder,
         HealthRestorer,
         KeyedStateLog,
         PartitionReader,
         PartitionWriter,
         PaymentsStateLog,
-        ShardRebuilder,
     )
 
     # A reader each (the stages restore at the same time, and a reader's consumer reads one
@@ -237,7 +237,7 @@ def _add_durable_state(app: faust.App, runtime: Runtime) -> None:
         elif isinstance(stage, HealthShards):
             runtime.durables[stage.name] = HealthRestorer(stage, PartitionReader(settings))
         elif isinstance(stage, WindowedAlertShards):
-            runtime.durables[stage.name] = ShardRebuilder(stage, PartitionReader(settings))
+            runtime.durables[stage.name] = AlertWindowsRebuilder(stage, PartitionReader(settings))
     if not runtime.durables:
         return
     topic_of = {s.name: s.consumes[0] for s in runtime.stages if s.name in runtime.durables}

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
@@ -20,6 +20,8 @@ from streams.payments import PaymentsStage
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S", WindowedAlertShards, HealthShards)  # what a ShardRebuilder rebuilds
 
 # The changelog key of a batch marker, per source partition: {"offset": the batch's highest
 # source offset, "first": its lowest, "decided": [[attempt key, decision value], ...]}. It closes
@@ -495,24 +497,19 @@ class KeyedStateLog:
         await self.writer.write(self.topic, encoded(self.durable.changes()))
 
 
-class ShardRebuilder:
+class ShardRebuilder(Generic[S]):
     """A sharded stage live: one shard per partition of its input this worker holds, each a
     function of that partition's messages in order. A partition taken over gets a new shard, fed
     the partition's messages from the beginning up to where the group resumes it, outputs
     discarded: it then holds what the previous owner held at that offset. A shard is installed
-    only once rebuilt, so timers never judge a half-read one. Serves the alert-windows judge
-    (streams/alert_windows.py); HealthRestorer below the health shards."""
+    only once rebuilt, so timers never judge a half-read one. How a shard is built and fed is
+    the subclass's (`rebuild`): AlertWindowsRebuilder, HealthRestorer."""
 
-    def __init__(
-        self,
-        shards: WindowedAlertShards | HealthShards,
-        reader: PartitionReader,
-        label: str = "",
-    ) -> None:
-        self.shards = shards
+    def __init__(self, shards: S, reader: PartitionReader, label: str) -> None:
+        self.shards: S = shards
         self.reader = reader
         self.topic = shards.consumes[0]
-        self.label = label or f"{shards.name} of partition"
+        self.label = label  # names the partition in the log ("health of deltas partition")
         self.held: set[int] = set()
 
     def assigned(self, partitions: set[int]) -> None:
@@ -538,14 +535,7 @@ class ShardRebuilder:
 
     async def rebuild(self, partition: int, first: int) -> int:
         """Build and install the partition's shard; returns the messages read."""
-        assert isinstance(self.shards, WindowedAlertShards)
-        shard = self.shards.fresh()
-        read = 0
-        async for messages in self.reader.read(self.topic, partition, stop=first):
-            read += len(messages)
-            shard.process(self._records(partition, messages))
-        self.shards.install(partition, shard)
-        return read
+        raise NotImplementedError
 
     def _records(self, partition: int, messages: Sequence[Any]) -> list[Record]:
         return [Record(self.topic, m.value or b"", m.key, partition, m.offset) for m in messages]
@@ -554,13 +544,28 @@ class ShardRebuilder:
         return None
 
 
-class HealthRestorer(ShardRebuilder):
-    """Health shards live (a ShardRebuilder): a rebuilt shard takes its deltas one observer batch
-    at a time, as the live one does (DeltaGroup)."""
+class AlertWindowsRebuilder(ShardRebuilder[WindowedAlertShards]):
+    """The alert-windows judge live (streams/alert_windows.py): a shard fed its messages."""
+
+    def __init__(self, shards: WindowedAlertShards, reader: PartitionReader) -> None:
+        super().__init__(shards, reader, f"{shards.name} of partition")
+
+    async def rebuild(self, partition: int, first: int) -> int:
+        shard = self.shards.fresh()
+        read = 0
+        async for messages in self.reader.read(self.topic, partition, stop=first):
+            read += len(messages)
+            shard.process(self._records(partition, messages))
+        self.shards.install(partition, shard)
+        return read
+
+
+class HealthRestorer(ShardRebuilder[HealthShards]):
+    """Health shards live: a rebuilt shard takes its deltas one observer batch at a time, as the
+    live one does (DeltaGroup)."""
 
     def __init__(self, shards: HealthShards, reader: PartitionReader) -> None:
         super().__init__(shards, reader, "health of deltas partition")
-        self.health = shards
 
     async def rebuild(self, partition: int, first: int) -> int:
         shard: HealthStage | None = None
@@ -571,10 +576,10 @@ class HealthRestorer(ShardRebuilder):
                 # From the partition's very first delta, the deltas alone make the shard what the
                 # previous owner had; where retention cut the start, the failover signals seen
                 # on gateway.failover fill in the channels' states.
-                shard = self.health.fresh(resume=messages[0].offset > 0)
+                shard = self.shards.fresh(resume=messages[0].offset > 0)
             read += len(messages)
             group.feed(shard, self._records(partition, messages))
         if shard is None:
-            shard = self.health.fresh(resume=first > 0)
-        self.health.install(partition, shard, group)
+            shard = self.shards.fresh(resume=first > 0)
+        self.shards.install(partition, shard, group)
         return read
