@@ -189,6 +189,11 @@ class ProgressBeat:
         self.partitions = partitions
         self.next = float("-inf")
 
+    def send(self, now: float, *logs: SampleLog) -> list[Out]:
+        """What a sender sends at `now` (its event time): each log's queued samples, in order,
+        then the beat when due."""
+        return [*(m for log in logs for m in log.drain(self.topic, now)), *self.due(now)]
+
     def due(self, now: float) -> list[Out]:
         if now < self.next:
             return []

@@ -341,11 +341,7 @@ class CallbacksStage(Stage):
         and the progress beat: the judge's windows slide with this stage's event time."""
         if not self.clock.started:
             return []
-        now = _epoch(self.clock.latest)
-        return [
-            *self.failures.drain(self.topics.alert_samples, now),
-            *self.beat.due(now),
-        ]
+        return self.beat.send(_epoch(self.clock.latest), self.failures)
 
     def _untrusted(self, record: Record, callback: Callback, reason: str) -> Out:
         """The dead letter of an untrusted callback: the callback as received, with credential
@@ -528,13 +524,7 @@ class SettlementStage(Stage):
         with this stage's event time)."""
         if not self.clock.started:
             return []
-        now = _epoch(self.clock.latest)
-        topic = self.topics.alert_samples
-        return [
-            *self.delay_log.drain(topic, now),
-            *self.missing.drain(topic, now),
-            *self.beat.due(now),
-        ]
+        return self.beat.send(_epoch(self.clock.latest), self.delay_log, self.missing)
 
     # -- facts --
 
