@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from hashlib import blake2b
 from itertools import chain
@@ -38,6 +39,14 @@ DAY = 86400
 DEDUP_SECONDS = DAY  # a redelivery later than this after the first delivery counts again
 LABEL_RETENTION_SECONDS = 45 * DAY  # labels arriving later than this are not attributed
 MAX_DISTINCT = 256  # cap of distinct-value sets (cards per device, devices per customer)
+DEVICE_MEMORY = 90 * DAY  # a device its customer has not used for this long is new again
+# Eviction (`FeatureStore.expire`): a key leaves the state once nothing in it can change a feature
+# (`expires_at`) and that moment is EVICT_LATENESS behind the newest transaction, so no event less
+# late than that sees a difference. A sweep over every key starts at most once per SWEEP_EVERY of
+# event time and examines SWEEP_CHUNK keys per micro-batch.
+EVICT_LATENESS = 7 * DAY
+SWEEP_EVERY = DAY
+SWEEP_CHUNK = 2000
 
 # Name → CEL/numpy type of every value a rule or the model can read. The transaction's own fields
 # come first (absent strings are "", absent flags false), then the features.
@@ -272,6 +281,26 @@ class Entry:
         self.base = day
 
 
+def expires_at(entry: Entry) -> int:
+    """The time (seconds since the epoch) from which nothing in an entity's state can change a
+    feature: its newest bucket has left every window, its last device is DEVICE_MEMORY unused,
+    its newest confirmed fraud is 30 days old, its redelivery keys and cards a day old. From then
+    on a transaction reads it as it would read no state at all (`FeatureStore.expire`)."""
+    until = 0
+    for (seconds, keep), level in zip(_PLAN, entry.levels, strict=True):
+        if level:  # the newest cell counts until `keep` buckets later
+            until = max(until, (level[-4] + keep) * seconds)
+    if entry.devices:
+        until = max(until, max(use[1] for use in entry.devices.values()) + DEVICE_MEMORY)
+    if entry.frauds:
+        until = max(until, (max(entry.frauds) + 30) * DAY)
+    if entry.seen:
+        until = max(until, max(entry.seen.values()) + DEDUP_SECONDS)
+    if entry.cards:
+        until = max(until, max(entry.cards.values()) + DAY)
+    return entry.base * DAY + until
+
+
 # An entity's bytes in one of three layouts, named by byte 0. Then the base day, `so`, the
 # number of cells of each grain and of items in each map; the cells [index, attempts,
 # failures, amount] grain after grain; then `seen` (digest, time), `devices` (digest, first
@@ -453,6 +482,15 @@ def _records(shard: bytes) -> list[tuple[bytes, int, int, str]]:
     ]
 
 
+@dataclass
+class Sweep:
+    """What one call of `FeatureStore.expire` did: keys evicted by entity and, when it finished a
+    sweep, the keys that sweep kept by entity (None while it goes on)."""
+
+    evicted: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, int] | None = None
+
+
 class FeatureStore:
     """Keyed state of every entity plus the transactions recent enough to be labelled.
 
@@ -471,6 +509,10 @@ class FeatureStore:
     ) -> None:
         self.state: MutableMapping[str, Any] = state if state is not None else {}
         self._expired_at = 0
+        self.latest = 0  # the newest transaction's time applied (seconds since the epoch)
+        self._sweep: Iterator[str] | None = None  # the keys the current sweep has still to examine
+        self._sweep_started = 0
+        self._kept: dict[str, int] = {}
         self.tx_merchants: MutableMapping[str, Any] = (
             tx_merchants if tx_merchants is not None else {}
         )
@@ -557,6 +599,43 @@ class FeatureStore:
             else:
                 del self.tx_merchants[key]
 
+    # ---- eviction ----------------------------------------------------------------------------
+    def expire(self, budget: int = SWEEP_CHUNK) -> Sweep | None:
+        """Evict keys whose state can no longer change any feature (`expires_at`) at least
+        EVICT_LATENESS before the newest transaction applied, examining at most `budget` keys;
+        also forget transactions too old to be labelled. None when no sweep is under way.
+
+        A sweep starts at most once per SWEEP_EVERY of event time from a snapshot of the keys
+        and goes on over the following calls, so a micro-batch pays for a chunk of it only.
+        Eviction changes no feature of an event less than EVICT_LATENESS late: without it, that
+        event would have read the state as empty too."""
+        now = self.latest
+        if self._sweep is None:
+            if not now or now - self._sweep_started < SWEEP_EVERY:
+                return None
+            self._sweep_started = now
+            self._sweep = iter(list(self.state))
+            self._kept = {}
+            self.expire_labels(datetime.fromtimestamp(now, UTC))
+        horizon = now - EVICT_LATENESS
+        state = self.state
+        sweep = Sweep()
+        evicted, kept = sweep.evicted, self._kept
+        for examined, key in enumerate(self._sweep, start=1):
+            value = state.get(key)
+            if value is not None:
+                entity = key.partition(":")[0]
+                if expires_at(decode(value)) <= horizon:
+                    del state[key]
+                    evicted[entity] = evicted.get(entity, 0) + 1
+                else:
+                    kept[entity] = kept.get(entity, 0) + 1
+            if examined >= budget:
+                return sweep
+        self._sweep = None
+        sweep.kept = kept
+        return sweep
+
     # ---- transactions ------------------------------------------------------------------------
     def apply(self, tx: Transaction, scope: int | None = None) -> dict[str, Any]:
         """Update state with one transaction (once, even if redelivered) and return its features.
@@ -564,6 +643,8 @@ class FeatureStore:
         `scope`: the input partition the transaction came from, to keep device, card, IP and
         merchant state per partition (see `state_key`); None keeps one state per entity."""
         ts = _ts(tx.created_at)
+        if ts > self.latest:
+            self.latest = ts
         day = ts // DAY
         amount = float(tx.amount)
         failed = tx.status == "failed"
@@ -582,6 +663,9 @@ class FeatureStore:
         device_key = keys["device"]
         device = digest(device_key) if device_key is not None else None
         first_use = devices.get(device) if device is not None else None
+        if device is not None and first_use is not None and cts - first_use[1] >= DEVICE_MEMORY:
+            del devices[device]  # unused for 90 days: new again (as after eviction)
+            first_use = None
         values["new_device"] = device is not None and (
             first_use is None or (not first_delivery and first_use[0] == dedup)
         )
@@ -625,7 +709,7 @@ class FeatureStore:
             if len(devices) == 1:  # this device alone, used just now: nothing to prune
                 values["customer_devices_24h"] = 1
             else:
-                _prune_uses(devices, cts, 90 * DAY)
+                _prune_uses(devices, cts, DEVICE_MEMORY)
                 recent = sum(1 for u in devices.values() if cts - u[1] < DAY)
                 values["customer_devices_24h"] = recent
         if "device" in entries:

@@ -253,6 +253,9 @@ class FeatureStore:
         devices: dict[str, list[Any]] = customer.setdefault("devices", {})
         device_key = keys["device"]
         first_use = devices.get(device_key) if device_key is not None else None
+        if first_use is not None and ts - first_use[1] >= 90 * DAY:
+            del devices[device_key]  # unused for 90 days: new again
+            first_use = None
         values["new_device"] = device_key is not None and (
             first_use is None or (not first_delivery and first_use[0] == dedup)
         )
