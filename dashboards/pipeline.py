@@ -126,6 +126,30 @@ def versions() -> c.Panel:
     )
 
 
+def feature_keys() -> c.Panel:
+    """Fraud feature state keys held, by entity."""
+    return c.timeseries_panel(
+        "Feature state keys by entity",
+        "Customer, device, card, IP and merchant keys the workers hold (all workers, as each one's "
+        "last daily eviction sweep counted). Idle keys are evicted: a steady level is the active "
+        "entities; a level that only grows means eviction is not running.",
+        "short",
+        c.targets((f"sum by (entity) ({c.gauge(m.FEATURE_KEYS)})", "{{entity}}")),
+        stacked=True,
+    )
+
+
+def feature_evictions() -> c.Panel:
+    """Idle feature keys evicted per second, by entity."""
+    return c.timeseries_panel(
+        "Feature keys evicted/s",
+        "Keys whose state can no longer change any feature, evicted by the daily sweep.",
+        "ops",
+        c.targets((c.rate(c.counter(m.FEATURE_KEYS_EVICTED), ["entity"]), "{{entity}}")),
+        stacked=True,
+    )
+
+
 def build() -> db.Dashboard:
     """The Pipeline dashboard."""
     return c.dashboard(
@@ -136,5 +160,6 @@ def build() -> db.Dashboard:
             ("Workers", [workers(), broker_connected(), throughput_total(), versions()]),
             ("Throughput", [events_per_second(), batch_time(), batch_size(), consumer_lag()]),
             ("Bad and repeated input", [dead_letters(), redeliveries()]),
+            ("Fraud feature state", [feature_keys(), feature_evictions()]),
         ],
     )

@@ -170,6 +170,9 @@ class FraudScorer:
             txs = list(transactions)
         rows = self.features(txs, scopes)
         self.rows = rows
+        sweep = self.store.expire()  # a chunk of the daily eviction sweep, if one is under way
+        if sweep is not None:
+            metrics.feature_sweep(sweep.evicted, sweep.kept)
         decided = self.decide_rows(txs, rows, pack)
         for i, decision in zip(fresh, decided, strict=True):
             self.recent[keys[i]] = decision

@@ -201,6 +201,29 @@ FRAUD_RULE_PACKS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+FEATURE_KEYS = Gauge(
+    "pantau_feature_keys",
+    "Fraud feature state keys this worker holds, by entity (as its last eviction sweep counted)",
+    ["entity"],
+    registry=REGISTRY,
+)
+FEATURE_KEYS_EVICTED = Counter(
+    "pantau_feature_keys_evicted_total",
+    "Fraud feature state keys evicted because nothing in them can change a feature any more",
+    ["entity"],
+    registry=REGISTRY,
+)
+
+
+def feature_sweep(evicted: dict[str, int], kept: dict[str, int] | None) -> None:
+    """Count the keys an eviction sweep evicted; when it finished, the keys it kept."""
+    from models.features import ENTITIES
+
+    for entity, n in evicted.items():
+        child(FEATURE_KEYS_EVICTED, entity if entity in ENTITIES else "other").inc(n)
+    if kept is not None:
+        for entity in ENTITIES:
+            child(FEATURE_KEYS, entity).set(kept.get(entity, 0))
 
 
 def fraud_versions(rules_version: str, model_version: str) -> None:
