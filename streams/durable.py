@@ -83,7 +83,8 @@ class PartitionedState:
     them. Every other key (device, card, IP, merchant: seen on every partition) is shared: each
     worker keeps its own, written to the changelog of the partition whose record last changed it,
     and loaded on takeover only where this worker has not changed the key itself (the newest
-    written version wins among those restored), so a restarted worker starts warm.
+    written version wins among those restored, and its partition owns it until a record here
+    changes it), so a restarted worker starts warm.
 
     `own(key, partition)` is called for each key a record touches; `changes()` returns what
     changed per partition since the last call, and forgets the owner of a deleted key."""
@@ -137,6 +138,7 @@ class PartitionedState:
                 if (key not in data and loaded is None) or (loaded is not None and at >= loaded):
                     data[key] = value
                     self.restored_at[key] = at
+                    self.owner[key] = partition  # evicted before it changes here: tombstone there
         return held
 
     def drop(self, partition: int) -> int:

@@ -129,6 +129,14 @@ def test_a_takeover_loads_customers_and_only_the_shared_keys_this_worker_lacks()
     assert durable.changes() == {}
 
 
+def test_a_shared_key_evicted_as_restored_gets_its_tombstone_where_it_came_from() -> None:
+    state, durable = _store()
+    durable.restore(3, [("device:d", "theirs", 10), ("customer:a", 1, 10)])
+    del state["device:d"]  # evicted (idle) before any record here changed it
+    del state["customer:a"]
+    assert durable.changes() == {3: {"device:d": None, "customer:a": None}}
+
+
 def test_handing_a_partition_over_drops_its_customers_and_keeps_shared_keys() -> None:
     state, durable = _store()
     durable.restore(1, [("customer:a", 1, 1), ("customer:b", 1, 1), ("device:d", 1, 1)])
