@@ -46,7 +46,7 @@ DEVICE_MEMORY = 90 * DAY  # a device its customer has not used for this long is 
 # event time and examines SWEEP_CHUNK keys per micro-batch.
 EVICT_LATENESS = 7 * DAY
 SWEEP_EVERY = DAY
-SWEEP_CHUNK = 2000
+SWEEP_CHUNK = 500
 
 # Name → CEL/numpy type of every value a rule or the model can read. The transaction's own fields
 # come first (absent strings are "", absent flags false), then the features.

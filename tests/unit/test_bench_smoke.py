@@ -51,8 +51,9 @@ def test_state_bench_runs_at_a_tiny_size() -> None:
 
     report = state.run(small=300, large=600, per_customer=2)
     _finite(report)
-    assert len(report.figures) == 2
+    assert len(report.figures) == 4
     assert "customer" in report.notes[0]
+    assert [f.what.split(",")[0] for f in report.figures[2:]] == ["eviction sweep per key"] * 2
 
 
 def test_replay_bench_runs_over_a_small_simulation(tmp_path: Path) -> None:
