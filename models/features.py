@@ -425,8 +425,11 @@ def encode(entry: Entry) -> bytes:
 # n of transactions (uint32), their digests (n × 8 bytes), the time each was first seen (n ×
 # int64), whether a fraud label has counted it (n bytes), its merchant's position in the shard's
 # merchant list (n × uint32), then that list (each id in UTF-8 followed by 0xFF, a byte UTF-8
-# never holds). A shard holds about 1/32768 of the transactions of the last 45 days.
+# never holds). A shard holds about 1/32768 of the transactions of the last 45 days. Live, where
+# each transaction's input partition is known, the shards are per partition ("tx:<p>/<shard>",
+# PARTITION_TX_SHARDS of them) and go to that partition's changelog with the rest of its state.
 TX_SHARDS = 1 << 15
+PARTITION_TX_SHARDS = 1 << 12
 _TX_KEYS = tuple(f"tx:{shard:04x}" for shard in range(TX_SHARDS))
 _U32_1 = struct.Struct("<I")
 _I64_1 = struct.Struct("<q")
@@ -434,10 +437,22 @@ _END = b"\xff"
 _ONE = struct.Struct("<I8sqBI")  # a shard of one transaction, before its merchant
 
 
-def _tx_digest(transaction_id: str) -> tuple[str, bytes]:
-    """The shard key and the digest a transaction id is remembered by."""
+def _tx_digest(transaction_id: str, partition: int | None = None) -> tuple[str, bytes]:
+    """The shard key and the digest a transaction id is remembered by (in its partition's shards
+    when one is given)."""
     full = blake2b(transaction_id.encode(), digest_size=10).digest()
-    return _TX_KEYS[int.from_bytes(full[8:], "little") & (TX_SHARDS - 1)], full[:8]
+    index = int.from_bytes(full[8:], "little")
+    if partition is None:
+        return _TX_KEYS[index & (TX_SHARDS - 1)], full[:8]
+    return f"{TX_PREFIX}{partition}/{index & (PARTITION_TX_SHARDS - 1):03x}", full[:8]
+
+
+TX_PREFIX = "tx:"
+
+
+def tx_key(transaction_id: str, partition: int | None = None) -> str:
+    """The key of the shard that remembers a transaction for late labels (`FeatureStore`)."""
+    return _tx_digest(transaction_id, partition)[0]
 
 
 def _position(shard: bytes, digest8: bytes) -> tuple[int, int]:
@@ -498,8 +513,12 @@ class FeatureStore:
     `encode`): read with `state.get(key)` and written back with `state[key] = value` for every
     key a transaction touches. Customer state is local to the worker that owns the customer's
     partition; device, card, IP and merchant state is kept per worker (see docs/fraud.md).
-    `tx_merchants` maps "tx:<shard>" → bytes remembering each recent transaction's merchant, so
-    a late label can be attributed once (see TX_SHARDS).
+    `tx_merchants` maps "tx:<shard>" (or "tx:<partition>/<shard>") → bytes remembering each
+    recent transaction's merchant, so a late label can be attributed once (see TX_SHARDS).
+    `tx_partitions`: the partitions whose shards it holds (None: the unpartitioned ones). A label
+    whose transaction it does not know (yet) is kept in `pending` until the transaction comes
+    (the labels are read apart from the transactions, and may be read first) or a partition
+    holding it is taken over (`held`), for as long as a label may be attributed.
     """
 
     def __init__(
@@ -516,11 +535,15 @@ class FeatureStore:
         self.tx_merchants: MutableMapping[str, Any] = (
             tx_merchants if tx_merchants is not None else {}
         )
+        self.tx_partitions: set[int | None] = {None}
+        self.pending: dict[str, FraudLabel] = {}
 
     # ---- labels ----------------------------------------------------------------------------
-    def _remember(self, transaction_id: str, merchant: str, ts: int) -> None:
+    def _remember(
+        self, transaction_id: str, merchant: str, ts: int, partition: int | None = None
+    ) -> None:
         """Keep a transaction's merchant for late labels (its first attempt's time), once."""
-        key, digest8 = _tx_digest(transaction_id)
+        key, digest8 = _tx_digest(transaction_id, partition)
         shard: bytes | None = self.tx_merchants.get(key)
         if shard is None:
             self.tx_merchants[key] = _ONE.pack(1, digest8, ts, 0, 0) + merchant.encode() + _END
@@ -559,14 +582,29 @@ class FeatureStore:
 
     def add_label(self, label: FraudLabel) -> bool:
         """Count a confirmed fraud for its merchant at the label's arrival time; False if unknown
-        or already counted."""
-        key, digest8 = _tx_digest(label.transaction_id)
-        shard: bytes | None = self.tx_merchants.get(key)
-        if shard is None:
+        (kept in `pending` until its transaction comes) or already counted."""
+        if not label.fraud:
             return False
-        n, found = _position(shard, digest8)
-        if found < 0 or not label.fraud:
+        counted = self._count(label)
+        if counted is None:
+            self.pending.setdefault(label.transaction_id, label)
             return False
+        return counted
+
+    def _count(self, label: FraudLabel) -> bool | None:
+        """Count a fraud label once; None when its transaction is not known here."""
+        for partition in self.tx_partitions:
+            key, digest8 = _tx_digest(label.transaction_id, partition)
+            shard: bytes | None = self.tx_merchants.get(key)
+            if shard is not None:
+                n, found = _position(shard, digest8)
+                if found >= 0:
+                    return self._flag(label, key, shard, n, found)
+        return None
+
+    def _flag(self, label: FraudLabel, key: str, shard: bytes, n: int, found: int) -> bool:
+        """Mark transaction `found` of a shard labelled and count the fraud for its merchant;
+        False if it was already."""
         flag = 4 + 16 * n + found
         if shard[flag]:
             return False
@@ -582,12 +620,28 @@ class FeatureStore:
         self.state[merchant_key] = encode(entry)
         return True
 
+    def held(self, partition: int) -> None:
+        """This store now holds the partition's shards (taken over): count the pending labels of
+        its transactions."""
+        self.tx_partitions.add(partition)
+        for transaction_id, label in list(self.pending.items()):
+            if self._count(label) is not None:
+                del self.pending[transaction_id]
+
+    def released(self, partition: int) -> None:
+        """The partition's shards are gone (handed over)."""
+        self.tx_partitions.discard(partition)
+
     def expire_labels(self, now: datetime) -> None:
-        """Forget transactions too old to be labelled any more (bounded memory; at most daily)."""
+        """Forget transactions too old to be labelled any more, and pending labels too old to
+        count (bounded memory; at most daily)."""
         ts = _ts(now)
         if ts - self._expired_at < DAY:
             return
         self._expired_at = ts
+        for transaction_id, label in list(self.pending.items()):
+            if ts - _ts(label.reported_at) >= LABEL_RETENTION_SECONDS:
+                del self.pending[transaction_id]
         for key, shard in list(self.tx_merchants.items()):
             n = _U32_1.unpack_from(shard)[0]
             times = struct.unpack_from(f"<{n}q", shard, 4 + 8 * n)
@@ -637,11 +691,15 @@ class FeatureStore:
         return sweep
 
     # ---- transactions ------------------------------------------------------------------------
-    def apply(self, tx: Transaction, scope: int | None = None) -> dict[str, Any]:
+    def apply(
+        self, tx: Transaction, scope: int | None = None, partition: int | None = None
+    ) -> dict[str, Any]:
         """Update state with one transaction (once, even if redelivered) and return its features.
 
         `scope`: the input partition the transaction came from, to keep device, card, IP and
-        merchant state per partition (see `state_key`); None keeps one state per entity."""
+        merchant state per partition (see `state_key`); None keeps one state per entity.
+        `partition`: the input partition it came from (live), to remember it for late labels in
+        that partition's shards; else the scope's."""
         ts = _ts(tx.created_at)
         if ts > self.latest:
             self.latest = ts
@@ -679,7 +737,10 @@ class FeatureStore:
             seen[dedup] = cts
             # a late label counts for the merchant state this transaction counted in
             merchant_name = state_keys["merchant"].removeprefix("merchant:")
-            self._remember(tx.transaction_id, merchant_name, ts)
+            where = partition if partition is not None else scope
+            if where not in self.tx_partitions:
+                self.tx_partitions.add(where)
+            self._remember(tx.transaction_id, merchant_name, ts, where)
         so = customer.so
         if cts - (cts if so is None else so) >= DEDUP_SECONDS or len(seen) > MAX_DISTINCT:
             _prune_times(seen, cts, DEDUP_SECONDS)
@@ -739,6 +800,10 @@ class FeatureStore:
 
         for entity, entry in entries.items():
             state[state_keys[entity]] = encode(entry)
+        if self.pending and first_delivery:  # its label came first: it counts from now on
+            label = self.pending.pop(tx.transaction_id, None)
+            if label is not None:
+                self._count(label)
         return values
 
     def bytes_per_key(self, prefix: str = "customer:") -> float:

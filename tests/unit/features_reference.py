@@ -204,12 +204,15 @@ class FeatureStore:
         self.tx_merchants: MutableMapping[str, Any] = (
             tx_merchants if tx_merchants is not None else {}
         )
+        self.pending: dict[str, FraudLabel] = {}  # labels that came before their transaction
 
     # ---- labels ----------------------------------------------------------------------------
     def add_label(self, label: FraudLabel) -> bool:
         """Count a confirmed fraud for its merchant at the label's arrival time; False if unknown
         or already counted."""
         known = self.tx_merchants.get(label.transaction_id)
+        if known is None and label.fraud:
+            self.pending.setdefault(label.transaction_id, label)
         if known is None or not label.fraud or known[2]:
             return False
         merchant, _, _ = known
@@ -228,6 +231,9 @@ class FeatureStore:
         if ts - self._expired_at < DAY:
             return
         self._expired_at = ts
+        pending = self.pending
+        for tx_id in [k for k, v in pending.items() if ts - _ts(v.reported_at) >= 45 * DAY]:
+            del pending[tx_id]
         for tx_id in [
             k for k, v in self.tx_merchants.items() if ts - v[1] >= LABEL_RETENTION_SECONDS
         ]:
@@ -321,6 +327,9 @@ class FeatureStore:
         for entity, entry in entries.items():
             key = keys[entity]
             self.state[f"{entity}:{key}"] = entry
+        label = self.pending.pop(tx.transaction_id, None) if first_delivery else None
+        if label is not None:  # it came before its transaction: it counts from now on
+            self.add_label(label)
         return values
 
     def bytes_per_key(self, prefix: str = "customer:") -> float:

@@ -315,3 +315,41 @@ def test_a_late_label_counts_for_the_merchant_state_of_its_own_partition() -> No
     assert f["merchant_frauds_30d"] == 1
     f = store.apply(tx(4, T0 + timedelta(hours=1), customer_id="c-2"), scope=3)
     assert f["merchant_frauds_30d"] == 0
+
+
+def test_a_payment_is_kept_in_its_partitions_shards_and_a_takeover_counts_its_label() -> None:
+    """Live, a payment is kept for late labels in its input partition's shards (they go to that
+    partition's changelog). A label read where the partition is not held waits, and counts once
+    the partition is taken over; handed over, its payments are no longer this store's."""
+    owner = FeatureStore()
+    owner.apply(tx(1, T0, customer_id="c-1"), partition=3)
+    assert list(owner.tx_merchants) and all(k.startswith("tx:3/") for k in owner.tx_merchants)
+    other = FeatureStore()
+    label = FraudLabel(transaction_id="trx-1", fraud=True, reported_at=T0 + timedelta(hours=1))
+    assert other.add_label(label) is False  # not known here: it waits
+    assert list(other.pending) == ["trx-1"]
+    other.tx_merchants.update(owner.tx_merchants)  # partition 3 restored from its changelog
+    other.held(3)
+    assert not other.pending
+    f = other.apply(tx(2, T0 + timedelta(hours=2), customer_id="c-9"), partition=3)
+    assert f["merchant_frauds_30d"] == 1
+    assert other.add_label(label) is False  # counted once
+    other.released(3)
+    later = FraudLabel(transaction_id="trx-2", fraud=True, reported_at=T0 + timedelta(hours=3))
+    assert other.add_label(later) is False and "trx-2" in other.pending
+
+
+def test_a_label_read_before_its_payment_counts_when_the_payment_comes() -> None:
+    store = FeatureStore()
+    label = FraudLabel(transaction_id="trx-5", fraud=True, reported_at=T0 + timedelta(days=1))
+    assert store.add_label(label) is False
+    assert store.apply(tx(5, T0))["merchant_frauds_30d"] == 0  # reported tomorrow
+    assert not store.pending
+    assert store.apply(tx(6, T0 + timedelta(days=1)))["merchant_frauds_30d"] == 1
+    assert store.add_label(label) is False
+    # a label never matched is forgotten once too old to count
+    assert store.add_label(FraudLabel(transaction_id="trx-x", fraud=True, reported_at=T0)) is False
+    store.expire_labels(T0 + timedelta(days=44))
+    assert "trx-x" in store.pending
+    store.expire_labels(T0 + timedelta(days=46))
+    assert not store.pending

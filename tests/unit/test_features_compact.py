@@ -83,9 +83,10 @@ class Pair:
             assert sum(entry.frauds.values()) == sum(want.get("frauds", {}).values())
 
 
-# One step of a stream: a new attempt, a redelivery or retry of an earlier one, a label, the
-# daily expiry, or a restart from the stored bytes. Times range over 75 days in any order (late
-# events, cells expiring, bases moving), with now and then one far in the past or future.
+# One step of a stream: a new attempt, a redelivery or retry of an earlier one, a label (also
+# one for the next attempt, before it), the daily expiry, or a restart from the stored bytes.
+# Times range over 75 days in any order (late events, cells expiring, bases moving), with now
+# and then one far in the past or future.
 ERAS = (0, 0, 0, 0, 0, 0, -60 * 365 * DAY, 200 * 365 * DAY)
 SECONDS = st.one_of(  # from T0: anywhere, on day starts, on minute starts (window edges)
     st.integers(-2 * DAY, 75 * DAY),
@@ -108,6 +109,7 @@ step = st.one_of(
     st.tuples(st.just("again"), st.integers(0, 10_000)),
     st.tuples(st.just("retry"), st.integers(0, 10_000), st.integers(0, 3 * DAY), st.booleans()),
     st.tuples(st.just("label"), st.integers(0, 10_000), st.booleans(), st.integers(0, 60 * DAY)),
+    st.tuples(st.just("early"), st.integers(-DAY, 60 * DAY)),  # a label before its transaction
     st.tuples(st.just("expire"), st.integers(0, 120 * DAY)),
     st.tuples(st.just("restart")),
 )
@@ -151,6 +153,11 @@ def run_steps(pair: Pair, steps: Iterable[tuple[Any, ...]]) -> None:
             reported = first.created_at + timedelta(seconds=s[3])
             pair.label(
                 FraudLabel(transaction_id=first.transaction_id, fraud=s[2], reported_at=reported)
+            )
+        elif kind == "early":  # for the next transaction, not sent yet
+            reported = T0 + timedelta(seconds=s[1])
+            pair.label(
+                FraudLabel(transaction_id=f"trx-{len(sent)}", fraud=True, reported_at=reported)
             )
         elif kind == "expire":
             pair.expire(T0 + timedelta(seconds=s[1]))
