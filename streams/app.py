@@ -33,6 +33,7 @@ from streams.transport import PantauApp
 log = logging.getLogger(__name__)
 
 TICK_INTERVAL_S = 1.0  # idle stages get a tick() this often (their event time decides what is due)
+STATE_FLUSH_INTERVAL_S = 1.0  # payments state changed between batches (labels) is logged this often
 PROBE_INTERVAL_S = 5.0
 EMBEDDED_SESSION_TIMEOUT_S = 6.0  # Tansu makes every join wait about half the session timeout
 EMBEDDED_FETCH_WAIT_MS = 20  # Tansu holds every fetch for its whole wait, data or not
@@ -241,6 +242,16 @@ def _add_durable_state(app: faust.App, runtime: Runtime) -> None:
     if not runtime.durables:
         return
     topic_of = {s.name: s.consumes[0] for s in runtime.stages if s.name in runtime.durables}
+    payments_logs = [d for d in runtime.durables.values() if isinstance(d, PaymentsStateLog)]
+    if payments_logs:
+
+        @app.timer(interval=STATE_FLUSH_INTERVAL_S, name="pantau-state-flush")
+        async def flush() -> None:
+            for payments_log in payments_logs:
+                try:
+                    await payments_log.flush()
+                except Exception as exc:  # (the writer itself retries while the broker is away)
+                    log_failure("writing the payments state between batches failed", exc)
 
     async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         current = app.consumer.assignment()

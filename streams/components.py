@@ -14,7 +14,10 @@ class FraudScorer(Protocol):
     """Scores a micro-batch of transactions (features, rules, model) into decisions, in order."""
 
     def score(
-        self, transactions: Sequence[Transaction], scopes: Sequence[int | None] | None = None
+        self,
+        transactions: Sequence[Transaction],
+        scopes: Sequence[int | None] | None = None,
+        partitions: Sequence[int | None] | None = None,
     ) -> list[FraudDecision]: ...
 
 

@@ -86,12 +86,19 @@ class PartitionedState:
     written version wins among those restored, and its partition owns it until a record here
     changes it), so a restarted worker starts warm.
 
+    `side`: a second map whose every key belongs to one partition (the transactions kept for
+    late labels, "tx:<partition>/<shard>"); its keys, distinct from the state's, share the
+    changelog and are restored into it.
+
     `own(key, partition)` is called for each key a record touches; `changes()` returns what
     changed per partition since the last call, and forgets the owner of a deleted key."""
 
-    def __init__(self, state: TrackedMap, exclusive: str) -> None:
+    SIDE = "tx:"  # the side map's keys start with this (models.features.TX_PREFIX)
+
+    def __init__(self, state: TrackedMap, exclusive: str, side: TrackedMap | None = None) -> None:
         self.state = state
         self.exclusive = exclusive
+        self.side = side
         self.owner: dict[str, int] = {}  # key → the source partition that last changed it
         self.restored_at: dict[str, int] = {}  # shared key → write time of the version loaded
 
@@ -103,17 +110,19 @@ class PartitionedState:
         keys of no known partition (replay) are left out."""
         out: dict[int, dict[str, Any]] = {}
         owner = self.owner
-        data = self.state.data
         restored_at = self.restored_at
-        for key in self.state.drain():
-            partition = owner.get(key)
-            value = data.get(key)
-            if partition is not None:
-                out.setdefault(partition, {})[key] = value
-                if value is None:
-                    del owner[key]  # deleted: its owner goes too (the owners stay as many as keys)
-            if restored_at:
-                restored_at.pop(key, None)  # changed here: this worker's own from now on
+        maps = [self.state] if self.side is None else [self.state, self.side]
+        for tracked in maps:
+            data = tracked.data
+            for key in tracked.drain():
+                partition = owner.get(key)
+                value = data.get(key)
+                if partition is not None:
+                    out.setdefault(partition, {})[key] = value
+                    if value is None:
+                        del owner[key]  # deleted: its owner goes too (as many owners as keys)
+                if restored_at:
+                    restored_at.pop(key, None)  # changed here: this worker's own from now on
         return out
 
     def restore(self, partition: int, items: Iterable[tuple[str, Any, int]]) -> int:
@@ -123,9 +132,17 @@ class PartitionedState:
         for key, value, at in items:
             latest[key] = (value, at)
         data = self.state.data
+        side = self.side.data if self.side is not None else None
         held = 0
         for key, (value, at) in latest.items():
-            if key.startswith(self.exclusive):
+            if side is not None and key.startswith(self.SIDE):
+                if value is None:
+                    side.pop(key, None)
+                    self.owner.pop(key, None)
+                else:
+                    side[key] = value
+                    self.owner[key] = partition
+            elif key.startswith(self.exclusive):
                 if value is None:
                     data.pop(key, None)
                     self.owner.pop(key, None)
@@ -144,11 +161,13 @@ class PartitionedState:
     def drop(self, partition: int) -> int:
         """Forget the exclusive keys of a partition this worker no longer owns; returns how many
         (shared keys stay: they are this worker's view of entities seen everywhere)."""
-        prefix = self.exclusive
-        gone = [k for k, p in self.owner.items() if p == partition and k.startswith(prefix)]
+        prefixes = (self.exclusive, self.SIDE) if self.side is not None else (self.exclusive,)
+        gone = [k for k, p in self.owner.items() if p == partition and k.startswith(prefixes)]
         data = self.state.data
+        side = self.side.data if self.side is not None else {}
         for key in gone:
             data.pop(key, None)
+            side.pop(key, None)
             del self.owner[key]
         return len(gone)
 

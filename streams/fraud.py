@@ -102,11 +102,21 @@ class FraudScorer:
         metrics.fraud_versions(pack.label, self.model.version if self.model else "none")
 
     def features(
-        self, transactions: Sequence[Transaction], scopes: Sequence[int | None] | None = None
+        self,
+        transactions: Sequence[Transaction],
+        scopes: Sequence[int | None] | None = None,
+        partitions: Sequence[int | None] | None = None,
     ) -> list[dict[str, Any]]:
         """Apply a batch to the feature state and return its rows (in order); `scopes`: each
-        transaction's input partition when entity state is kept per partition."""
+        transaction's input partition when entity state is kept per partition; `partitions`:
+        each one's input partition (live), where it is remembered for late labels."""
         apply = self.store.apply
+        if partitions is not None:
+            scoped = scopes if scopes is not None else [None] * len(transactions)
+            return [
+                apply(tx, scope, partition)
+                for tx, scope, partition in zip(transactions, scoped, partitions, strict=True)
+            ]
         if scopes is None:
             return [apply(tx) for tx in transactions]
         return [apply(tx, scope) for tx, scope in zip(transactions, scopes, strict=True)]
@@ -149,11 +159,14 @@ class FraudScorer:
         return out
 
     def score(
-        self, transactions: Sequence[Transaction], scopes: Sequence[int | None] | None = None
+        self,
+        transactions: Sequence[Transaction],
+        scopes: Sequence[int | None] | None = None,
+        partitions: Sequence[int | None] | None = None,
     ) -> list[FraudDecision]:
         """Decisions for a micro-batch, in order. A redelivered attempt (same attempt key, e.g.
-        an unacknowledged batch read again) gets the decision it already had. `scopes`: see
-        `features`."""
+        an unacknowledged batch read again) gets the decision it already had. `scopes`,
+        `partitions`: see `features`."""
         started = time.perf_counter()
         pack = self.pack  # one pack for the whole batch
         keys = [attempt_key(tx) for tx in transactions]
@@ -166,9 +179,10 @@ class FraudScorer:
         if len(fresh) < len(keys):
             txs = [transactions[i] for i in fresh]
             scopes = [scopes[i] for i in fresh] if scopes is not None else None
+            partitions = [partitions[i] for i in fresh] if partitions is not None else None
         else:
             txs = list(transactions)
-        rows = self.features(txs, scopes)
+        rows = self.features(txs, scopes, partitions)
         self.rows = rows
         sweep = self.store.expire()  # a chunk of the daily eviction sweep, if one is under way
         if sweep is not None:

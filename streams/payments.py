@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from models.common import SCHEMA_VERSION
-from models.features import attempt_key, entity_keys, partition_of, state_key
+from models.features import attempt_key, entity_keys, partition_of, state_key, tx_key
 from models.inputs import Transaction
 from models.outputs import Action, FraudDecision, VatTag
 from streams.codec import Decoder
@@ -48,14 +48,18 @@ class PaymentsStage(Stage):
         # The customer feature state, kept per source partition so that live it can go to a
         # changelog and be restored by whichever worker owns the partition next (streams/app.py).
         self.durable: PartitionedState | None = None
-        store = getattr(fraud, "store", None)
+        self.store = store = getattr(fraud, "store", None)
         if store is not None:
             state = store.state
             if not isinstance(state, TrackedMap):
                 state = store.state = TrackedMap("", state)
+            # the transactions kept for late labels, in shards per partition ("tx:<p>/<shard>")
+            remembered = store.tx_merchants
+            if not isinstance(remembered, TrackedMap):
+                remembered = store.tx_merchants = TrackedMap("", remembered)
             # per partition, every key belongs to one partition, as the customer's do
             exclusive = CUSTOMER_KEY if scope_partitions is None else ""
-            self.durable = PartitionedState(state, exclusive=exclusive)
+            self.durable = PartitionedState(state, exclusive=exclusive, side=remembered)
         # partition → the highest offset a previous owner fully handled (after a takeover; kept
         # until the partition is handed over)
         self.delivered: dict[int, int] = {}
@@ -103,6 +107,7 @@ class PaymentsStage(Stage):
                     for entity, key in entity_keys(event).items():
                         if key is not None:
                             durable.own(state_key(entity, key, scope), record.partition)
+                    durable.own(tx_key(event.transaction_id, record.partition), record.partition)
                 at = event.created_at
                 self.clock.observe(at)
                 if at > positions.get(record.partition, EPOCH):
@@ -123,8 +128,12 @@ class PaymentsStage(Stage):
             hook = getattr(observer, "origins", None)
             if hook is not None:
                 hook(origins)
+        live = durable is not None and origins[0][0] is not None
+        sources = [origin[0] for origin in origins] if live else None
         decisions = (
-            self.fraud.score(valid, scopes) if self.fraud is not None else [None] * len(valid)
+            self.fraud.score(valid, scopes, sources)
+            if self.fraud is not None
+            else [None] * len(valid)
         )
         enriched_topic = self.topics.enriched
         decisions_topic = self.topics.decisions
@@ -141,6 +150,14 @@ class PaymentsStage(Stage):
         for observer in self.observers:
             out.extend(observer.observe(valid))
         return out
+
+    def handed_over(self, partition: int) -> int:
+        """Another worker owns the partition now: forget its state; returns the keys dropped."""
+        self.delivered.pop(partition, None)
+        self.inherited.pop(partition, None)
+        if self.store is not None:
+            self.store.released(partition)
+        return self.durable.drop(partition) if self.durable is not None else 0
 
     def not_delivered(self, records: Sequence[Record]) -> list[Record]:
         """The records a previous owner of their partition has not fully handled (the ones this
@@ -187,6 +204,8 @@ class PaymentsStage(Stage):
             self.delivered[partition] = delivered_upto
         if decided and logged_upto > delivered_upto:
             self.inherited[partition] = (logged_upto, list(decided))
+        if self.store is not None:
+            self.store.held(partition)  # the labels that came before: counted now
         remember = getattr(self.fraud, "remember", None)
         if decided and remember is not None:
             remember((key, FraudDecision.model_validate(value)) for key, value in decided)

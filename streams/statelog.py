@@ -369,14 +369,13 @@ class PaymentsStateLog:
         self.writer = writer
         self.reader = reader
         self.held: set[int] = set()
+        self.writing = asyncio.Lock()  # one write at a time: the latest value of a key is last
         stage.journaling = True
 
     def assigned(self, partitions: set[int]) -> None:
         """The group's new assignment: forget the partitions another worker now owns."""
         for partition in sorted(self.held - partitions):
-            self.stage.delivered.pop(partition, None)
-            self.stage.inherited.pop(partition, None)
-            dropped = self.durable.drop(partition)
+            dropped = self.stage.handed_over(partition)
             log.info("state of partition %d handed over (%d keys dropped)", partition, dropped)
         self.held &= partitions
 
@@ -411,10 +410,22 @@ class PaymentsStateLog:
         """Before the batch's outputs are sent: write its state changes and, last, a marker, per
         partition of the batch, in one record batch per partition when they fit (Kafka appends a
         record batch whole, so a partition's marker is there exactly when its state is)."""
-        messages = encoded(self.durable.changes())
-        for partition, marker in payments_markers(self.stage, records).items():
-            messages.setdefault(partition, []).append((MARKER, marker))
-        await self.writer.write(self.topic, messages)
+        async with self.writing:
+            messages = encoded(self.durable.changes())
+            for partition, marker in payments_markers(self.stage, records).items():
+                messages.setdefault(partition, []).append((MARKER, marker))
+            await self.writer.write(self.topic, messages)
+
+    async def flush(self) -> None:
+        """Write what changed between batches: late fraud labels, counted as the labels reader
+        reads them (or as a takeover finds their transactions). Markers stay with the batches:
+        a label's changes are idempotent (its transaction's flag says it counted)."""
+        if self.writing.locked():
+            return  # a batch is being logged; the next batch or flush takes these
+        async with self.writing:
+            changes = self.durable.changes()
+            if changes:
+                await self.writer.write(self.topic, encoded(changes))
 
 
 class JournaledStage(Protocol):
