@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ import orjson
 import pytest
 import yaml
 
-from models.features import decode, encode
+from models.features import TX_PREFIX, _records, decode
 from models.outputs import alert_fingerprint
 from streams.alert_windows import WindowedAlerts, subject_of
 from streams.core import Out, Record, Stage
@@ -42,7 +43,7 @@ from streams.pipeline import Pipeline, build_pipeline
 from streams.settings import Settings
 from streams.settlement import CallbacksStage, SettlementStage
 from streams.sim_callbacks import sim_settings_overrides
-from streams.simulator import generate
+from streams.simulator import DEFAULT_START, generate
 from streams.statelog import MARKER
 from streams.topics import Topics
 from tests.conftest import DESIGN_TRANSACTION
@@ -78,7 +79,10 @@ def secrets_file(path: Path) -> Path:
 
 
 def build_ledger(topics: Topics) -> Ledger:
-    """Ten simulated minutes of traffic with bad input, callbacks and balances; ids unique."""
+    """Ten simulated minutes of traffic with bad input, callbacks and balances; ids unique. Plus
+    confirmed-fraud labels for one payment in 20, each produced at a random place: before its
+    payment as often as after (a reader of fraud.labels may read it first), all reported two days
+    after the traffic (so they count for the merchants then, after every decision here)."""
     ledger = Ledger(topics)
     seen: set[str] = set()
     for ev in generate(
@@ -95,6 +99,19 @@ def build_ledger(topics: Topics) -> Ledger:
         entry = ledger.add(ev.topic, ev.key.encode() if ev.key else None, value)
         if entry.id in seen:  # the gateway's own duplicate: not a ledger entry of its own
             ledger.entries.pop()
+        seen.add(entry.id)
+    labelled = {orjson.loads(e.value)["transaction_id"] for e in ledger.entries
+                if e.topic == topics.labels}  # fmt: skip
+    payments = sorted({tx_id for e in ledger.entries if e.topic == topics.transactions
+                       and isinstance(tx_id := orjson.loads(e.value).get("transaction_id"), str)
+                       and tx_id not in labelled})  # fmt: skip
+    reported = (DEFAULT_START + timedelta(days=2)).isoformat()
+    rng = random.Random(21)
+    for tx_id in payments[::20]:
+        value = orjson.dumps({"transaction_id": tx_id, "fraud": True, "reported_at": reported})
+        entry = ledger.add(topics.labels, tx_id.encode(), value)
+        ledger.entries.insert(rng.randrange(len(ledger.entries)), ledger.entries.pop())
+        assert entry.id not in seen
         seen.add(entry.id)
     return ledger
 
@@ -308,18 +325,29 @@ def test_workers_killed_mid_stream_lose_nothing(
     assert payments.fraud is not None
     replay_state = getattr(payments.fraud, "store").state  # noqa: B009
     # Per worker, device, card, IP and merchant state is each worker's own view: customers only.
-    # Per partition, every key; a merchant's confirmed frauds aside: a label counts when it
-    # arrives (read by every worker, not in any partition's order) for the worker that saw its
-    # transaction (docs/operations.md).
+    # Per partition, every key, merchants' confirmed frauds included: each label counted once,
+    # by whichever worker held its payment's partition, whether it was read before the payment
+    # or after, before a crash or after.
     prefix = "customer:" if scope == "worker" else ""
-    customers = {k: _unlabelled(k, v) for k, v in replay_state.items() if k.startswith(prefix)}
-    live_customers = {k: _unlabelled(k, v) for k, v in live_state.items() if k.startswith(prefix)}
+    customers = {k: v for k, v in replay_state.items() if k.startswith(prefix)}
+    live_customers = {
+        k: v for k, v in live_state.items() if k.startswith(prefix) and not k.startswith(TX_PREFIX)
+    }
     assert len(customers) > 1000
     assert sorted(live_customers) == sorted(customers)
     differ = [k for k, v in customers.items() if _json(live_customers[k]) != _json(v)]
     assert not differ, (len(differ), differ[:3])
     if scope == "partition":
         assert {k.split(":")[0] for k in customers} >= {"customer", "device", "ip", "merchant"}
+        frauds = sum(sum(decode(v).frauds.values()) for k, v in customers.items()
+                     if k.startswith("merchant:"))  # fmt: skip
+        assert frauds > 150
+    # The payments kept for late labels: every one remembered once, with its merchant, and the
+    # labelled ones marked, as in the replay (live in shards per partition, in the changelog).
+    remembered = _remembered(getattr(payments.fraud, "store").tx_merchants.values())  # noqa: B009
+    assert sum(1 for r in remembered if r[2]) > 150
+    live_remembered = _remembered(v for k, v in live_state.items() if k.startswith(TX_PREFIX) and v)
+    assert live_remembered == remembered
     live_deltas = sorted(
         (m.partition, m.offset, m.value) for m in quiet if m.topic == topics.health_deltas
     )
@@ -426,13 +454,9 @@ def _settlement_state(items: Any, since: float) -> dict[str, Any]:
     return state
 
 
-def _unlabelled(key: str, value: Any) -> Any:
-    """A feature state value without the confirmed frauds labels added (merchants)."""
-    if not key.startswith("merchant:") or not isinstance(value, bytes):
-        return value
-    entry = decode(value)
-    entry.frauds = {}
-    return encode(entry)
+def _remembered(shards: Iterable[bytes]) -> list[tuple[bytes, int, int, str]]:
+    """Every payment kept for late labels in these shards (digest, time, labelled, merchant)."""
+    return sorted(record for shard in shards for record in _records(shard))
 
 
 def _json(value: Any) -> Any:
