@@ -814,7 +814,7 @@ class HealthStage(Stage):
             key = (int(one[0]), *tail)
             offset = int(one[1])
             if offset <= counted.get(key, -1):
-                metrics.DUPLICATE_ATTEMPTS.inc()
+                metrics.count(metrics.DUPLICATE_ATTEMPTS)
                 return False
             counted[key] = offset
             return True

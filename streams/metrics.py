@@ -8,7 +8,8 @@ pre-bound children (`child(...)`), which cost a quarter of a `labels(...)` call.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -378,9 +379,41 @@ def _child(metric: Any, labels: tuple[str, ...]) -> Any:
     return metric.labels(*labels)
 
 
+class _Uncounted:
+    """What a counter is while replaying: it counts nothing."""
+
+    def inc(self, amount: float = 1) -> None:
+        return None
+
+
+_UNCOUNTED = _Uncounted()
+_replaying = 0
+
+
+@contextmanager
+def replaying() -> Iterator[None]:
+    """Counters count nothing inside: a shard rebuilt from its partition's input re-runs what
+    its previous owner counted already (alerts sent, failovers, repeats). Gauges still follow
+    the state. Only around synchronous work: another task's counting must not happen inside."""
+    global _replaying
+    _replaying += 1
+    try:
+        yield
+    finally:
+        _replaying -= 1
+
+
 def child(metric: Any, *labels: str) -> Any:
     """A cached, pre-bound child of a labelled metric (bounded label values only)."""
+    if _replaying and type(metric) is Counter:
+        return _UNCOUNTED
     return _child(metric, labels)
+
+
+def count(metric: Counter) -> None:
+    """Add one to an unlabelled counter (nothing while replaying)."""
+    if not _replaying:
+        metric.inc()
 
 
 def forget(metric: Any, *labels: str) -> None:

@@ -566,7 +566,8 @@ class AlertWindowsRebuilder(ShardRebuilder[WindowedAlertShards]):
         read = 0
         async for messages in self.reader.read(self.topic, partition, stop=first):
             read += len(messages)
-            shard.process(self._records(partition, messages))
+            with metrics.replaying():  # the previous owner counted what it sent
+                shard.process(self._records(partition, messages))
         self.shards.install(partition, shard)
         return read
 
@@ -589,7 +590,8 @@ class HealthRestorer(ShardRebuilder[HealthShards]):
                 # on gateway.failover fill in the channels' states.
                 shard = self.shards.fresh(resume=messages[0].offset > 0)
             read += len(messages)
-            group.feed(shard, self._records(partition, messages))
+            with metrics.replaying():  # the previous owner counted what it sent
+                group.feed(shard, self._records(partition, messages))
         if shard is None:
             shard = self.shards.fresh(resume=first > 0)
         self.shards.install(partition, shard, group)

@@ -3,7 +3,9 @@ number of workers, and a judge rebuilt by another worker re-sends what its prede
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -22,6 +24,7 @@ from streams.settlement import (
     load_settlement_rules,
 )
 from streams.signatures import build_callback
+from streams.statelog import AlertWindowsRebuilder
 from streams.topics import Topics
 from tests.pipeline.test_settlement_takeover import Worker, batches, settlement_facts
 from tests.unit.test_settlement import callback, transaction
@@ -188,3 +191,44 @@ def test_a_judge_handed_over_takes_its_metrics_off_this_worker() -> None:
     assert shards.drop(3) and not shards.drop(3)
     assert firing() == before
     assert p95() is None
+
+
+class _Reader:
+    """A samples partition as PartitionReader.read gives it, in fetches of 50 messages."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self.records = records
+
+    async def read(self, topic: str, partition: int, stop: int | None = None) -> Any:
+        upto = [r for r in self.records if stop is None or (r.offset or 0) < stop]
+        for i in range(0, len(upto), 50):
+            yield [
+                SimpleNamespace(value=r.value, key=r.key, offset=r.offset) for r in upto[i : i + 50]
+            ]
+
+
+def _notifications() -> float:
+    return sum(
+        sample.value
+        for metric in metrics.ALERT_NOTIFICATIONS.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
+
+
+def test_a_rebuilt_judge_counts_no_alert_notification_again() -> None:
+    """Rebuilding re-runs what the previous owner sent and counted: the notifications counter
+    stays put, while the firing gauge follows the rebuilt judge. Fed live, the same messages
+    count."""
+    parts = _samples_by_partition(Settings().partitions)
+    partition, records = max(parts.items(), key=lambda kv: len(kv[1]))
+    live = _judge()
+    before = _notifications()
+    sent = _alerts(live.process(records))
+    assert sent and _notifications() == before + len(sent)
+    shards = WindowedAlertShards(_judge)
+    rebuilder = AlertWindowsRebuilder(shards, _Reader(records))  # type: ignore[arg-type]
+    before = _notifications()
+    asyncio.run(rebuilder.rebuild(partition, len(records)))
+    assert _notifications() == before
+    assert shards.shards[partition].alerts.firing() == live.alerts.firing()

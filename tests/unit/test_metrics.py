@@ -53,3 +53,22 @@ def test_fraud_amounts_are_counted_by_action() -> None:
     )  # fmt: skip
     metrics.observe_fraud_batch([decision], 0.001)
     assert amount("review") == before + 150000.5
+
+
+def test_counters_count_nothing_while_replaying_and_gauges_still_follow() -> None:
+    def value(name: str, **labels: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    sent = value("pantau_alert_notifications_total", alert="replayed", status="firing")
+    repeats = value("pantau_duplicate_attempts_total")
+    with metrics.replaying():
+        metrics.child(metrics.ALERT_NOTIFICATIONS, "replayed", "firing").inc()
+        metrics.count(metrics.DUPLICATE_ATTEMPTS)
+        metrics.child(metrics.ALERTS_FIRING, "replayed").inc()
+    assert value("pantau_alert_notifications_total", alert="replayed", status="firing") == sent
+    assert value("pantau_duplicate_attempts_total") == repeats
+    assert value("pantau_alerts_firing", alert="replayed") == 1
+    metrics.child(metrics.ALERT_NOTIFICATIONS, "replayed", "firing").inc()
+    metrics.count(metrics.DUPLICATE_ATTEMPTS)
+    assert value("pantau_alert_notifications_total", alert="replayed", status="firing") == sent + 1
+    assert value("pantau_duplicate_attempts_total") == repeats + 1
