@@ -135,21 +135,16 @@ class PartitionedState:
         side = self.side.data if self.side is not None else None
         held = 0
         for key, (value, at) in latest.items():
-            if side is not None and key.startswith(self.SIDE):
+            kept = side is not None and key.startswith(self.SIDE)  # a side-map key
+            if kept or key.startswith(self.exclusive):
+                target = side if kept and side is not None else data
                 if value is None:
-                    side.pop(key, None)
+                    target.pop(key, None)
                     self.owner.pop(key, None)
                 else:
-                    side[key] = value
+                    target[key] = value
                     self.owner[key] = partition
-            elif key.startswith(self.exclusive):
-                if value is None:
-                    data.pop(key, None)
-                    self.owner.pop(key, None)
-                else:
-                    data[key] = value
-                    self.owner[key] = partition
-                    held += 1
+                    held += not kept
             elif value is not None:
                 loaded = self.restored_at.get(key)
                 if (key not in data and loaded is None) or (loaded is not None and at >= loaded):

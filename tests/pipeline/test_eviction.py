@@ -12,7 +12,7 @@ from streams.core import Record
 from streams.payments import PaymentsStage
 from streams.pipeline import build_stages
 from streams.settings import Settings
-from tests.unit.test_features import T0, tx
+from tests.unit.test_features import T0, bare, tx
 
 SETTINGS = Settings()
 
@@ -66,22 +66,7 @@ def test_idle_keys_are_evicted_with_a_tombstone_in_their_partition_and_counted()
     evicted_before = {e: _sample("pantau_feature_keys_evicted_total", e) for e in ("card", "ip")}
     # 40 days on, c-0 pays again by e-wallet: the cards, devices and IPs (30 days) have been idle
     # for more than a week past their expiry; the customers (90 days: their devices) have not.
-    later = [
-        (
-            0,
-            tx(
-                100,
-                T0 + timedelta(days=40),
-                customer_id="c-0",
-                device_id=None,
-                ip=None,
-                card_bin=None,
-                card_last4=None,
-                method="ewallet",
-                channel="OVO",
-            ),
-        )
-    ]
+    later = [(0, bare(100, T0 + timedelta(days=40), customer_id="c-0"))]
     outs = stage.process(_records(later, 10))
     assert [o.value for o in outs] == [o.value for o in clean.process(_records(later, 10))]
     changes = stage.durable.changes()

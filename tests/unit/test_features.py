@@ -37,6 +37,12 @@ def tx(i: int, at: datetime, **fields: Any) -> Transaction:
     return Transaction.model_validate(base)
 
 
+def bare(i: int, at: datetime, **fields: Any) -> Transaction:
+    """An e-wallet payment with no device, IP or card: it touches its customer and merchant."""
+    none = {"device_id": None, "ip": None, "card_bin": None, "card_last4": None}
+    return tx(i, at, **{**none, "method": "ewallet", "channel": "OVO", **fields})
+
+
 def test_ten_minute_window_is_this_minute_and_the_nine_before() -> None:
     store = FeatureStore()
     assert store.apply(tx(1, T0))["customer_count_10m"] == 1
@@ -83,19 +89,7 @@ def test_entities_are_counted_by_their_own_keys() -> None:
     assert f["ip_count_10m"] == 2
     assert f["card_count_10m"] == 1
     assert f["merchant_count_10m"] == 3
-    f = store.apply(
-        tx(
-            4,
-            T0,
-            customer_id="c-4",
-            device_id=None,
-            ip=None,
-            card_bin=None,
-            card_last4=None,
-            method="ewallet",
-            channel="OVO",
-        )
-    )
+    f = store.apply(bare(4, T0, customer_id="c-4"))
     assert (f["device_count_10m"], f["ip_count_10m"], f["card_count_10m"]) == (0, 0, 0)
     assert not f["has_card"] and not f["has_device"]
 

@@ -17,7 +17,7 @@ from models.features import (
     expires_at,
 )
 from models.inputs import FraudLabel, Transaction
-from tests.unit.test_features import T0, tx
+from tests.unit.test_features import T0, bare, tx
 
 
 def _at(seconds: int) -> datetime:
@@ -141,19 +141,7 @@ def test_a_sweep_evicts_what_expired_a_week_before_the_newest_transaction_in_chu
     # cards and IPs expire 30 days after their last use; customers are kept 90 (their devices).
     later = 40 * DAY
     for i in range(15):
-        store.apply(
-            tx(
-                100 + i,
-                _at(later + i),
-                customer_id=f"c-{i}",
-                device_id=None,
-                ip=None,
-                card_last4=None,
-                card_bin=None,
-                method="ewallet",
-                channel="OVO",
-            )
-        )
+        store.apply(bare(100 + i, _at(later + i), customer_id=f"c-{i}"))
     before = dict(store.state)
     now = int(_at(later + 14).timestamp())
     due = {k for k in before if _expiry(store, k) <= now - EVICT_LATENESS}
