@@ -220,8 +220,11 @@ def feature_sweep(evicted: dict[str, int], kept: dict[str, int] | None) -> None:
     """Count the keys an eviction sweep evicted; when it finished, the keys it kept."""
     from models.features import ENTITIES
 
-    for entity, n in evicted.items():
-        child(FEATURE_KEYS_EVICTED, entity if entity in ENTITIES else "other").inc(n)
+    for entity in ENTITIES:  # every entity's series exists from the first sweep on (rate works)
+        child(FEATURE_KEYS_EVICTED, entity).inc(evicted.get(entity, 0))
+    other = sum(n for entity, n in evicted.items() if entity not in ENTITIES)
+    if other:
+        child(FEATURE_KEYS_EVICTED, "other").inc(other)
     if kept is not None:
         for entity in ENTITIES:
             child(FEATURE_KEYS, entity).set(kept.get(entity, 0))
