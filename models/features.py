@@ -428,9 +428,10 @@ def encode(entry: Entry) -> bytes:
 # never holds). A shard holds about 1/32768 of the transactions of the last 45 days. Live, where
 # each transaction's input partition is known, the shards are per partition ("tx:<p>/<shard>",
 # PARTITION_TX_SHARDS of them) and go to that partition's changelog with the rest of its state.
+TX_PREFIX = "tx:"  # every shard's key: "tx:<shard>", or live "tx:<partition>/<shard>"
 TX_SHARDS = 1 << 15
 PARTITION_TX_SHARDS = 1 << 12
-_TX_KEYS = tuple(f"tx:{shard:04x}" for shard in range(TX_SHARDS))
+_TX_KEYS = tuple(f"{TX_PREFIX}{shard:04x}" for shard in range(TX_SHARDS))
 _U32_1 = struct.Struct("<I")
 _I64_1 = struct.Struct("<q")
 _END = b"\xff"
@@ -445,14 +446,6 @@ def _tx_digest(transaction_id: str, partition: int | None = None) -> tuple[str, 
     if partition is None:
         return _TX_KEYS[index & (TX_SHARDS - 1)], full[:8]
     return f"{TX_PREFIX}{partition}/{index & (PARTITION_TX_SHARDS - 1):03x}", full[:8]
-
-
-TX_PREFIX = "tx:"
-
-
-def tx_key(transaction_id: str, partition: int | None = None) -> str:
-    """The key of the shard that remembers a transaction for late labels (`FeatureStore`)."""
-    return _tx_digest(transaction_id, partition)[0]
 
 
 def _position(shard: bytes, digest8: bytes) -> tuple[int, int]:
@@ -738,8 +731,7 @@ class FeatureStore:
             # a late label counts for the merchant state this transaction counted in
             merchant_name = state_keys["merchant"].removeprefix("merchant:")
             where = partition if partition is not None else scope
-            if where not in self.tx_partitions:
-                self.tx_partitions.add(where)
+            self.tx_partitions.add(where)
             self._remember(tx.transaction_id, merchant_name, ts, where)
         so = customer.so
         if cts - (cts if so is None else so) >= DEDUP_SECONDS or len(seen) > MAX_DISTINCT:

@@ -86,43 +86,61 @@ class PartitionedState:
     written version wins among those restored, and its partition owns it until a record here
     changes it), so a restarted worker starts warm.
 
-    `side`: a second map whose every key belongs to one partition (the transactions kept for
-    late labels, "tx:<partition>/<shard>"); its keys, distinct from the state's, share the
-    changelog and are restored into it.
+    `side`: a second map whose keys name their partition, `<side_prefix><partition>/<rest>` (the
+    transactions kept for late labels, "tx:<partition>/<shard>"); they share the changelog, are
+    restored into it and dropped with their partition. Keys without a partition (a replay's) are
+    not logged.
 
-    `own(key, partition)` is called for each key a record touches; `changes()` returns what
-    changed per partition since the last call, and forgets the owner of a deleted key."""
+    `own(key, partition)` is called for each key of the state a record touches; `changes()`
+    returns what changed per partition since the last call, and forgets the owner of a deleted
+    key."""
 
-    SIDE = "tx:"  # the side map's keys start with this (models.features.TX_PREFIX)
-
-    def __init__(self, state: TrackedMap, exclusive: str, side: TrackedMap | None = None) -> None:
+    def __init__(
+        self,
+        state: TrackedMap,
+        exclusive: str,
+        side: TrackedMap | None = None,
+        side_prefix: str = "",
+    ) -> None:
+        if side is not None and not side_prefix:
+            raise ValueError("a side map needs the prefix of its keys")
         self.state = state
         self.exclusive = exclusive
         self.side = side
+        self.side_prefix = side_prefix
         self.owner: dict[str, int] = {}  # key → the source partition that last changed it
         self.restored_at: dict[str, int] = {}  # shared key → write time of the version loaded
 
     def own(self, key: str, partition: int) -> None:
         self.owner[key] = partition
 
+    def side_partition(self, key: str) -> int | None:
+        """The partition a side-map key names (None: none, as in a replay)."""
+        head, sep, _ = key[len(self.side_prefix) :].partition("/")
+        return int(head) if sep and head.isdigit() else None
+
     def changes(self) -> dict[int, dict[str, Any]]:
         """partition → {key: current value, or None when deleted} changed since the last call;
         keys of no known partition (replay) are left out."""
         out: dict[int, dict[str, Any]] = {}
         owner = self.owner
+        data = self.state.data
         restored_at = self.restored_at
-        maps = [self.state] if self.side is None else [self.state, self.side]
-        for tracked in maps:
-            data = tracked.data
-            for key in tracked.drain():
-                partition = owner.get(key)
-                value = data.get(key)
+        for key in self.state.drain():
+            partition = owner.get(key)
+            value = data.get(key)
+            if partition is not None:
+                out.setdefault(partition, {})[key] = value
+                if value is None:
+                    del owner[key]  # deleted: its owner goes too (the owners stay as many as keys)
+            if restored_at:
+                restored_at.pop(key, None)  # changed here: this worker's own from now on
+        if self.side is not None:
+            side = self.side.data
+            for key in self.side.drain():
+                partition = self.side_partition(key)
                 if partition is not None:
-                    out.setdefault(partition, {})[key] = value
-                    if value is None:
-                        del owner[key]  # deleted: its owner goes too (as many owners as keys)
-                if restored_at:
-                    restored_at.pop(key, None)  # changed here: this worker's own from now on
+                    out.setdefault(partition, {})[key] = side.get(key)
         return out
 
     def restore(self, partition: int, items: Iterable[tuple[str, Any, int]]) -> int:
@@ -132,19 +150,21 @@ class PartitionedState:
         for key, value, at in items:
             latest[key] = (value, at)
         data = self.state.data
-        side = self.side.data if self.side is not None else None
         held = 0
         for key, (value, at) in latest.items():
-            kept = side is not None and key.startswith(self.SIDE)  # a side-map key
-            if kept or key.startswith(self.exclusive):
-                target = side if kept and side is not None else data
+            if self.side is not None and key.startswith(self.side_prefix):
                 if value is None:
-                    target.pop(key, None)
+                    self.side.data.pop(key, None)
+                else:
+                    self.side.data[key] = value
+            elif key.startswith(self.exclusive):
+                if value is None:
+                    data.pop(key, None)
                     self.owner.pop(key, None)
                 else:
-                    target[key] = value
+                    data[key] = value
                     self.owner[key] = partition
-                    held += not kept
+                    held += 1
             elif value is not None:
                 loaded = self.restored_at.get(key)
                 if (key not in data and loaded is None) or (loaded is not None and at >= loaded):
@@ -154,17 +174,23 @@ class PartitionedState:
         return held
 
     def drop(self, partition: int) -> int:
-        """Forget the exclusive keys of a partition this worker no longer owns; returns how many
-        (shared keys stay: they are this worker's view of entities seen everywhere)."""
-        prefixes = (self.exclusive, self.SIDE) if self.side is not None else (self.exclusive,)
-        gone = [k for k, p in self.owner.items() if p == partition and k.startswith(prefixes)]
+        """Forget the exclusive keys of a partition this worker no longer owns, and its side-map
+        keys; returns how many (shared keys stay: they are this worker's view of entities seen
+        everywhere)."""
+        prefix = self.exclusive
+        gone = [k for k, p in self.owner.items() if p == partition and k.startswith(prefix)]
         data = self.state.data
-        side = self.side.data if self.side is not None else {}
         for key in gone:
             data.pop(key, None)
-            side.pop(key, None)
             del self.owner[key]
-        return len(gone)
+        if self.side is None:
+            return len(gone)
+        side = self.side.data
+        mine = f"{self.side_prefix}{partition}/"
+        kept = [k for k in side if k.startswith(mine)]
+        for key in kept:
+            del side[key]
+        return len(gone) + len(kept)
 
 
 class PartitionedMaps:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from models.common import SCHEMA_VERSION
-from models.features import attempt_key, entity_keys, partition_of, state_key, tx_key
+from models.features import TX_PREFIX, attempt_key, entity_keys, partition_of, state_key
 from models.inputs import Transaction
 from models.outputs import Action, FraudDecision, VatTag
 from streams.codec import Decoder
@@ -59,7 +59,9 @@ class PaymentsStage(Stage):
                 remembered = store.tx_merchants = TrackedMap("", remembered)
             # per partition, every key belongs to one partition, as the customer's do
             exclusive = CUSTOMER_KEY if scope_partitions is None else ""
-            self.durable = PartitionedState(state, exclusive=exclusive, side=remembered)
+            self.durable = PartitionedState(
+                state, exclusive=exclusive, side=remembered, side_prefix=TX_PREFIX
+            )
         # partition → the highest offset a previous owner fully handled (after a takeover; kept
         # until the partition is handed over)
         self.delivered: dict[int, int] = {}
@@ -107,7 +109,6 @@ class PaymentsStage(Stage):
                     for entity, key in entity_keys(event).items():
                         if key is not None:
                             durable.own(state_key(entity, key, scope), record.partition)
-                    durable.own(tx_key(event.transaction_id, record.partition), record.partition)
                 at = event.created_at
                 self.clock.observe(at)
                 if at > positions.get(record.partition, EPOCH):
