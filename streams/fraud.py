@@ -111,15 +111,13 @@ class FraudScorer:
         transaction's input partition when entity state is kept per partition; `partitions`:
         each one's input partition (live), where it is remembered for late labels."""
         apply = self.store.apply
-        if partitions is not None:
-            scoped = scopes if scopes is not None else [None] * len(transactions)
-            return [
-                apply(tx, scope, partition)
-                for tx, scope, partition in zip(transactions, scoped, partitions, strict=True)
-            ]
-        if scopes is None:
-            return [apply(tx) for tx in transactions]
-        return [apply(tx, scope) for tx, scope in zip(transactions, scopes, strict=True)]
+        none = [None] * len(transactions)
+        return [
+            apply(tx, scope, partition)
+            for tx, scope, partition in zip(
+                transactions, scopes or none, partitions or none, strict=True
+            )
+        ]
 
     def model_scores(self, rows: list[dict[str, Any]]) -> Any:
         """The model's probabilities for a batch of rows (None without a model)."""

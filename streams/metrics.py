@@ -222,9 +222,6 @@ def feature_sweep(evicted: dict[str, int], kept: dict[str, int] | None) -> None:
 
     for entity in ENTITIES:  # every entity's series exists from the first sweep on (rate works)
         child(FEATURE_KEYS_EVICTED, entity).inc(evicted.get(entity, 0))
-    other = sum(n for entity, n in evicted.items() if entity not in ENTITIES)
-    if other:
-        child(FEATURE_KEYS_EVICTED, "other").inc(other)
     if kept is not None:
         for entity in ENTITIES:
             child(FEATURE_KEYS, entity).set(kept.get(entity, 0))

@@ -410,11 +410,7 @@ class PaymentsStateLog:
         """Before the batch's outputs are sent: write its state changes and, last, a marker, per
         partition of the batch, in one record batch per partition when they fit (Kafka appends a
         record batch whole, so a partition's marker is there exactly when its state is)."""
-        async with self.writing:
-            messages = encoded(self.durable.changes())
-            for partition, marker in payments_markers(self.stage, records).items():
-                messages.setdefault(partition, []).append((MARKER, marker))
-            await self.writer.write(self.topic, messages)
+        await self._write(payments_markers(self.stage, records))
 
     async def flush(self) -> None:
         """Write what changed between batches: late fraud labels, counted as the labels reader
@@ -422,10 +418,15 @@ class PaymentsStateLog:
         a label's changes are idempotent (its transaction's flag says it counted)."""
         if self.writing.locked():
             return  # a batch is being logged; the next batch or flush takes these
+        await self._write({})
+
+    async def _write(self, markers: dict[int, bytes]) -> None:
+        """The changed keys, then each partition's marker, one write at a time."""
         async with self.writing:
-            changes = self.durable.changes()
-            if changes:
-                await self.writer.write(self.topic, encoded(changes))
+            messages = encoded(self.durable.changes())
+            for partition, marker in markers.items():
+                messages.setdefault(partition, []).append((MARKER, marker))
+            await self.writer.write(self.topic, messages)
 
 
 class JournaledStage(Protocol):
