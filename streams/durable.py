@@ -190,6 +190,8 @@ class PartitionedState:
         kept = [k for k in side if k.startswith(mine)]
         for key in kept:
             del side[key]
+        # changed or deleted here and not logged yet: the new owner's now, not to be written
+        self.side.dirty.difference_update([k for k in self.side.dirty if k.startswith(mine)])
         return len(gone) + len(kept)
 
 

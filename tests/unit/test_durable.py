@@ -203,5 +203,7 @@ def test_a_side_map_shares_the_changelog_and_its_keys_belong_to_their_partition(
     assert other_side.data == {"tx:2/0a1": b"shard"} and "tx:2/0a1" not in other_state.data
     other_side["tx:2/0a1"] = b"shard, labelled"  # a label counted by the new owner
     assert other.changes() == {2: {"tx:2/0a1": b"shard, labelled"}}
+    other_side["tx:2/0a1"] = b"shard, labelled twice"  # changed, then handed over unlogged:
     assert other.drop(2) == 2
     assert not other_side.data and not other_state.data
+    assert other.changes() == {}  # no tombstone: the partition's new owner holds the shard
