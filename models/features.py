@@ -38,6 +38,7 @@ _WINDOW_GRAIN: dict[str, tuple[str, int]] = {
 DAY = 86400
 DEDUP_SECONDS = DAY  # a redelivery later than this after the first delivery counts again
 LABEL_RETENTION_SECONDS = 45 * DAY  # labels arriving later than this are not attributed
+_NEVER = 2**62  # later than any time in seconds since the epoch
 MAX_DISTINCT = 256  # cap of distinct-value sets (cards per device, devices per customer)
 DEVICE_MEMORY = 90 * DAY  # a device its customer has not used for this long is new again
 # Eviction (`FeatureStore.expire`): a key leaves the state once nothing in it can change a feature
@@ -521,6 +522,9 @@ class FeatureStore:
     ) -> None:
         self.state: MutableMapping[str, Any] = state if state is not None else {}
         self._expired_at = 0
+        # No remembered transaction is older than this (a lower bound; None: not known, as after
+        # a restore): `expire_labels` skips its walk over the shards while none can be due.
+        self._oldest: int | None = _NEVER if tx_merchants is None or tx_merchants == {} else None
         self.latest = 0  # the newest transaction's time applied (seconds since the epoch)
         self._sweep: Iterator[str] | None = None  # the keys the current sweep has still to examine
         self._sweep_started = 0
@@ -537,6 +541,8 @@ class FeatureStore:
     ) -> None:
         """Keep a transaction's merchant for late labels (its first attempt's time), once."""
         key, digest8 = _tx_digest(transaction_id, partition)
+        if self._oldest is not None and ts < self._oldest:
+            self._oldest = ts
         shard: bytes | None = self.tx_merchants.get(key)
         if shard is None:
             self.tx_merchants[key] = _ONE.pack(1, digest8, ts, 0, 0) + merchant.encode() + _END
@@ -617,6 +623,7 @@ class FeatureStore:
         """This store now holds the partition's shards (taken over): count the pending labels of
         its transactions."""
         self.tx_partitions.add(partition)
+        self._oldest = None  # its shards were restored: their times are not known here
         for transaction_id, label in list(self.pending.items()):
             if self._count(label) is not None:
                 del self.pending[transaction_id]
@@ -635,16 +642,22 @@ class FeatureStore:
         for transaction_id, label in list(self.pending.items()):
             if ts - _ts(label.reported_at) >= LABEL_RETENTION_SECONDS:
                 del self.pending[transaction_id]
+        if self._oldest is not None and ts - self._oldest < LABEL_RETENTION_SECONDS:
+            return  # none of them is old enough yet: no walk over the shards
+        oldest = _NEVER
         for key, shard in list(self.tx_merchants.items()):
             n = _U32_1.unpack_from(shard)[0]
             times = struct.unpack_from(f"<{n}q", shard, 4 + 8 * n)
             if all(ts - t < LABEL_RETENTION_SECONDS for t in times):
+                oldest = min(oldest, min(times, default=oldest))
                 continue
             kept = [r for r in _records(shard) if ts - r[1] < LABEL_RETENTION_SECONDS]
             if kept:
                 self.tx_merchants[key] = _shard(kept)
+                oldest = min(oldest, min(r[1] for r in kept))
             else:
                 del self.tx_merchants[key]
+        self._oldest = oldest
 
     # ---- eviction ----------------------------------------------------------------------------
     def expire(self, budget: int = SWEEP_CHUNK) -> Sweep | None:

@@ -194,6 +194,28 @@ def test_labels_for_transactions_older_than_the_retention_are_dropped() -> None:
     assert store.add_label(late) is False
 
 
+def test_kept_payments_expire_whether_applied_here_or_restored() -> None:
+    """expire_labels skips its walk over the shards while no kept payment can be due; payments
+    restored from a changelog (`held`) are due on time too, though this store never applied
+    them."""
+    store = FeatureStore()
+    store.apply(tx(1, T0))
+    store.expire_labels(T0 + timedelta(days=44))  # not due yet
+    assert store.tx_merchants
+    store.apply(tx(2, T0 + timedelta(days=3), customer_id="c-2"))
+    store.expire_labels(T0 + timedelta(days=46))  # trx-1 is due, trx-2 not
+    assert len(store.tx_merchants) == 1
+    owner = FeatureStore()
+    owner.apply(tx(3, T0), partition=2)
+    taker = FeatureStore()
+    taker.apply(tx(4, T0 + timedelta(days=40), customer_id="c-4"), partition=5)
+    taker.tx_merchants.update(owner.tx_merchants)  # partition 2 restored from its changelog
+    taker.held(2)
+    taker.expire_labels(T0 + timedelta(days=46))
+    assert all(key.startswith("tx:5/") for key in taker.tx_merchants)
+    assert len(taker.tx_merchants) == 1
+
+
 def test_redelivery_is_counted_once_and_gives_the_same_features() -> None:
     store = FeatureStore()
     store.apply(tx(1, T0, amount="50000"))
