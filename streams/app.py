@@ -53,6 +53,7 @@ class Runtime:
     started: float = field(default_factory=time.monotonic)
     first_batch_s: float | None = None  # seconds from start to the first batch processed
     on_assigned: Any = None
+    writer: Any = None  # the PartitionWriter the state logs and the Sender share
 
     def batch_done(self) -> None:
         if self.first_batch_s is None:
@@ -150,8 +151,13 @@ def create_app(
     ) -> Any:
         return await app.producer.send(topic, key, value, partition, None, None)
 
+    from streams.statelog import PartitionWriter
+
+    # One writer for the stages' state and the outputs: its producer sends each micro-batch's
+    # outputs as one record batch per partition (see Sender).
+    runtime.writer = PartitionWriter(settings)
     status = BrokerStatus()
-    sender = Sender(send, status)
+    sender = Sender(send, status, producer=runtime.writer.producer)
     for stage in runtime.stages:
         runner = StageRunner(stage, settings, sender)
         runtime.runners[stage.name] = runner
@@ -220,14 +226,13 @@ def _add_durable_state(app: faust.App, runtime: Runtime) -> None:
         HealthRestorer,
         KeyedStateLog,
         PartitionReader,
-        PartitionWriter,
         PaymentsStateLog,
     )
 
     # A reader each (the stages restore at the same time, and a reader's consumer reads one
     # partition at a time; it is closed once a restore is done), one writer for all.
     settings = runtime.settings
-    writer = PartitionWriter(settings)
+    writer = runtime.writer
     for stage in runtime.stages:
         if isinstance(stage, PaymentsStage) and stage.durable is not None:
             runtime.durables[stage.name] = PaymentsStateLog(

@@ -110,7 +110,8 @@ class PartitionWriter:
         self._producer: Any = None
         self._starting = asyncio.Lock()  # stages share the writer: one producer for them all
 
-    async def _start(self) -> Any:
+    async def producer(self) -> Any:
+        """The writer's aiokafka producer, started on first use (the Sender's batches use it)."""
         async with self._starting:
             if self._producer is None:
                 self._producer = await self._new_producer()
@@ -149,7 +150,7 @@ class PartitionWriter:
     ) -> None:
         """One try: send every pending partition, forget those that landed, raise if any did not
         (the next try writes only those again)."""
-        producer = await self._start()
+        producer = await self.producer()
         waits = {p: await self._send(producer, topic, p, m) for p, m in pending.items()}
         first: BaseException | None = None
         for partition, futures in waits.items():
