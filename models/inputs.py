@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Annotated, Any
@@ -105,6 +106,15 @@ class Transaction(Contract):
         return value or None
 
 
+@functools.lru_cache(maxsize=4096)
+def _canonical_ip(value: str) -> str:
+    """An IP address in its canonical text (a provider's few senders repeat: cached)."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError("must be an IPv4 or IPv6 address") from None
+
+
 class Callback(Contract):
     """A webhook exactly as the gateway's receiver got it; card-like digit runs are masked."""
 
@@ -118,10 +128,7 @@ class Callback(Contract):
     @field_validator("source_ip")
     @classmethod
     def _ip(cls, value: str) -> str:
-        try:
-            return str(ipaddress.ip_address(value))
-        except ValueError:
-            raise ValueError("must be an IPv4 or IPv6 address") from None
+        return _canonical_ip(value)
 
     @field_validator("headers")
     @classmethod

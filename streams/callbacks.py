@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+import orjson
 from pydantic import SecretStr
 
 from models.common import iso_utc
@@ -91,14 +92,33 @@ class Untrusted(Exception):
 
 
 def load_body(text: str) -> dict[str, Any]:
-    """The body as JSON with exact decimals; raises Untrusted when it is not a JSON object."""
+    """The body as JSON with exact decimals; raises Untrusted when it is not a JSON object.
+
+    orjson reads it when it can give the same value: no float in it (the stdlib's parse_float
+    makes those Decimal) and nothing orjson refuses that the stdlib takes (NaN, integers beyond
+    64 bits, lone surrogates); otherwise the stdlib reads it."""
     try:
-        value = json.loads(text, parse_float=Decimal)
-    except (ValueError, RecursionError):
-        raise Untrusted(Reason.BODY_NOT_JSON) from None
+        value = orjson.loads(text)
+        exact = not _has_float(value)
+    except (orjson.JSONDecodeError, RecursionError):
+        exact = False
+    if not exact:
+        try:
+            value = json.loads(text, parse_float=Decimal)
+        except (ValueError, RecursionError):
+            raise Untrusted(Reason.BODY_NOT_JSON) from None
     if not isinstance(value, dict):
         raise Untrusted(Reason.BODY_NOT_JSON, f"a JSON {type(value).__name__}, not an object")
     return value
+
+
+def _has_float(value: Any) -> bool:
+    """Whether a parsed JSON value holds a float anywhere."""
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_float(v) for v in value)
+    return isinstance(value, float)
 
 
 def _get(data: Any, *path: str) -> Any:

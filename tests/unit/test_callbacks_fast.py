@@ -1,9 +1,12 @@
 """The callbacks stage's shortcuts give what the plain versions give: SNAP minify, the source
-allowlist verdicts, the body reader."""
+allowlist verdicts, the body reader (orjson where it gives the stdlib's value)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -125,3 +128,58 @@ def test_allowlist_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         )
         assert _verdict(verifier, f"{10 + (i + 1) % 2}.0.0.{i}") == expected
         assert len(verifier._sources) <= 8
+
+
+def reference_body(text: str) -> Any:
+    """The body reader as the stdlib alone (before orjson read what it can)."""
+    try:
+        value = json.loads(text, parse_float=Decimal)
+    except (ValueError, RecursionError):
+        return "untrusted"
+    return value if isinstance(value, dict) else "untrusted"
+
+
+def _read(text: str) -> Any:
+    try:
+        return cb.load_body(text)
+    except Untrusted:
+        return "untrusted"
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.decimals(allow_nan=False, places=3).map(str).map(float)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.dictionaries(st.text(max_size=5), _JSON, max_size=5), ascii_only=st.booleans())
+def test_body_reader_equals_the_stdlib_on_json(body: dict[str, Any], ascii_only: bool) -> None:
+    """Same values and types (Decimal for every fraction, big integers exact, NaN, lone
+    surrogates) whether orjson or the stdlib read them."""
+    text = json.dumps(body, ensure_ascii=ascii_only)
+    assert repr(_read(text)) == repr(reference_body(text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet='{}[]":,.-+eE0123456789 aNIfinity\\ud800tru', max_size=30))
+def test_body_reader_equals_the_stdlib_on_any_text(text: str) -> None:
+    assert repr(_read(text)) == repr(reference_body(text))
+
+
+def test_body_reader_keeps_fractions_exact_and_refuses_non_objects() -> None:
+    assert cb.load_body('{"amount": 10000.10, "n": 18446744073709551616}') == {
+        "amount": Decimal("10000.10"),
+        "n": 18446744073709551616,
+    }
+    assert type(cb.load_body('{"amount": 10000}')["amount"]) is int
+    with pytest.raises(Untrusted):
+        cb.load_body("[1, 2]")
