@@ -193,6 +193,8 @@ class HealthObserver:
         self._careful: dict[int, int] = {}  # partition → offsets up to here are sent one by one
         self._dead: list[Record] = []  # the batch's dead letters, counted by `observe`
         self._dead_deltas: list[Out] = []
+        # (channel label, method, status, error class) → transactions counted in this batch
+        self._tally: dict[tuple[str, str, str, str], int] = {}
 
     def _duplicate(self, tx: Transaction, at_ms: int) -> bool:
         return self._seen_before(hash((tx.transaction_id, at_ms, tx.status.value)))
@@ -229,6 +231,7 @@ class HealthObserver:
         """The batch's valid transactions (and the dead letters `rejected` handed over): its
         deltas, one-record ones first in offset order, then one per (channel, method, bucket)."""
         pending: dict[tuple[str, str, int], _Pending] = {}
+        self._tally = {}  # (not what a failed batch left)
         origins = self._origins if len(self._origins) == len(transactions) else ()
         self._origins = ()
         singles: list[tuple[int, int, tuple[str, str, int], _Pending | None]] = []
@@ -263,6 +266,9 @@ class HealthObserver:
                 if offset > rec[2].get(partition, -1):
                     rec[2][partition] = offset
             self._count(tx, at_ms, found)
+        tally, self._tally = self._tally, {}
+        for labels, n in tally.items():  # one increment per label set and batch
+            metrics.child(metrics.TRANSACTIONS, *labels).inc(n)
         dead_bucket = self._dead_letters(singles, highest)
         self._settle_careful(highest)
         progress = self.progress()
@@ -328,9 +334,8 @@ class HealthObserver:
         label = self._labels.get(tx.channel)
         if label is None:
             label = self._labels[tx.channel] = self.rules.metric_channel(tx.channel)
-        metrics.child(
-            metrics.TRANSACTIONS, label, method, status, cls.value if cls else NO_ERROR
-        ).inc()
+        labels = (label, method, status, cls.value if cls else NO_ERROR)
+        self._tally[labels] = self._tally.get(labels, 0) + 1
         counts = agg.counts
         counts[ATTEMPTS] += 1
         if cls is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -242,19 +243,35 @@ def rule_pack_result(result: str) -> None:
     child(FRAUD_RULE_PACKS, result).inc()
 
 
+_ZERO = Decimal(0)
+
+
 def observe_fraud_batch(decisions: Any, seconds: float) -> None:
     """Count one scored micro-batch: decisions by action and channel, hits, scores, time."""
     from models.common import KNOWN_CHANNELS
 
     FRAUD_SCORING_SECONDS.observe(seconds)
+    # Counted per label set, then one increment each (a lock and a call per event otherwise).
+    decided: dict[tuple[str, str], int] = {}
+    amounts: dict[str, Decimal] = {}
+    hits: dict[tuple[str, str], int] = {}
+    observe = FRAUD_SCORE.observe
     for decision in decisions:
+        action = decision.action.value
         channel = decision.channel if decision.channel in KNOWN_CHANNELS else "other"
-        child(FRAUD_DECISIONS, decision.action.value, channel).inc()
+        decided[action, channel] = decided.get((action, channel), 0) + 1
         if decision.amount is not None:
-            child(FRAUD_AMOUNT_IDR, decision.action.value).inc(float(decision.amount))
-        FRAUD_SCORE.observe(decision.score)
+            amounts[action] = amounts.get(action, _ZERO) + decision.amount
+        observe(decision.score)
         for hit in decision.rule_hits:
-            child(FRAUD_RULE_HITS, hit.rule_id, "shadow" if hit.shadow else "enabled").inc()
+            key = (hit.rule_id, "shadow" if hit.shadow else "enabled")
+            hits[key] = hits.get(key, 0) + 1
+    for labels, n in decided.items():
+        child(FRAUD_DECISIONS, *labels).inc(n)
+    for action, amount in amounts.items():
+        child(FRAUD_AMOUNT_IDR, action).inc(float(amount))
+    for labels, n in hits.items():
+        child(FRAUD_RULE_HITS, *labels).inc(n)
 
 
 # ---- callbacks, settlement, balances, VAT -------------------------------------------------------
