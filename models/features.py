@@ -534,6 +534,10 @@ class FeatureStore:
         )
         self.tx_partitions: set[int | None] = {None}
         self.pending: dict[str, FraudLabel] = {}
+        # Within `apply_batch`: state key → its decoded entry, written once at the batch's end;
+        # and what to undo should the batch fail (labels counted, shards flagged before).
+        self._batch: dict[str, Entry] | None = None
+        self._undo: list[tuple[str, bytes | None, FraudLabel | None]] = []
 
     # ---- labels ----------------------------------------------------------------------------
     def _remember(
@@ -607,17 +611,64 @@ class FeatureStore:
         flag = 4 + 16 * n + found
         if shard[flag]:
             return False
+        if self._batch is not None:
+            self._undo.append((key, shard, None))
         self.tx_merchants[key] = shard[:flag] + b"\x01" + shard[flag + 1 :]
         where = 4 + 17 * n
         index = _U32_1.unpack_from(shard, where + 4 * found)[0]
         merchant = shard[where + 4 * n :].split(_END)[index].decode()
         merchant_key = f"merchant:{merchant}"  # with its scope, if it had one (`apply`)
         day = _ts(label.reported_at) // DAY
-        entry = decode(self.state.get(merchant_key), day)
+        entry = self._read(merchant_key, day)
         day -= entry.base
         entry.frauds[day] = entry.frauds.get(day, 0) + 1
-        self.state[merchant_key] = encode(entry)
+        if self._batch is None:
+            self.state[merchant_key] = encode(entry)
         return True
+
+    def _read(self, key: str, day: int) -> Entry:
+        """A key's entry: within a batch the one already decoded (and kept for its end)."""
+        batch = self._batch
+        if batch is None:
+            return decode(self.state.get(key), day)
+        entry = batch.get(key)
+        if entry is None:
+            entry = batch[key] = decode(self.state.get(key), day)
+        return entry
+
+    def apply_batch(
+        self,
+        transactions: Sequence[Transaction],
+        scopes: Sequence[int | None] | None = None,
+        partitions: Sequence[int | None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """`apply` each transaction in order; the same rows and state, but each key touched is
+        decoded once and written once for the whole batch (a merchant's state, say, once a
+        batch instead of once a payment). Should one transaction fail, the batch leaves the
+        feature state, the labels counted and the waiting labels as they were, and raises."""
+        none: list[int | None] = [None] * len(transactions)
+        self._batch, self._undo = {}, []
+        try:
+            rows = [
+                self.apply(tx, scope, partition)
+                for tx, scope, partition in zip(
+                    transactions, scopes or none, partitions or none, strict=True
+                )
+            ]
+        except BaseException:
+            for key, shard, label in reversed(self._undo):
+                if label is not None:
+                    self.pending[label.transaction_id] = label
+                elif shard is not None:
+                    self.tx_merchants[key] = shard
+            raise
+        else:
+            state = self.state
+            for key, entry in self._batch.items():
+                state[key] = encode(entry)
+            return rows
+        finally:
+            self._batch, self._undo = None, []
 
     def held(self, partition: int) -> None:
         """This store now holds the partition's shards (taken over): count the pending labels of
@@ -715,7 +766,7 @@ class FeatureStore:
         keys = entity_keys(tx)
         state = self.state
         state_keys = {"customer": f"customer:{tx.customer_id}"}
-        customer = decode(state.get(state_keys["customer"]), day)
+        customer = self._read(state_keys["customer"], day)
         cts = ts - customer.base * DAY  # times in the customer's state count from its base day
         seen = customer.seen
         at = tx.created_at  # the attempt key (`attempt_key`), from the time already read
@@ -738,7 +789,7 @@ class FeatureStore:
             key = keys[entity]
             if key is not None:
                 state_keys[entity] = scoped = state_key(entity, key, scope)
-                entries[entity] = decode(state.get(scoped), day)
+                entries[entity] = self._read(scoped, day)
         if first_delivery:
             seen[dedup] = cts
             # a late label counts for the merchant state this transaction counted in
@@ -803,11 +854,14 @@ class FeatureStore:
             attempts = values["merchant_count_30d"]
             values["merchant_fraud_rate_30d"] = min(1.0, count / attempts) if attempts else 0.0
 
-        for entity, entry in entries.items():
-            state[state_keys[entity]] = encode(entry)
+        if self._batch is None:  # (in a batch: written at its end)
+            for entity, entry in entries.items():
+                state[state_keys[entity]] = encode(entry)
         if self.pending and first_delivery:  # its label came first: it counts from now on
             label = self.pending.pop(tx.transaction_id, None)
             if label is not None:
+                if self._batch is not None:
+                    self._undo.append(("", None, label))
                 self._count(label)
         return values
 

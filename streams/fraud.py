@@ -110,14 +110,7 @@ class FraudScorer:
         """Apply a batch to the feature state and return its rows (in order); `scopes`: each
         transaction's input partition when entity state is kept per partition; `partitions`:
         each one's input partition (live), where it is remembered for late labels."""
-        apply = self.store.apply
-        none = [None] * len(transactions)
-        return [
-            apply(tx, scope, partition)
-            for tx, scope, partition in zip(
-                transactions, scopes or none, partitions or none, strict=True
-            )
-        ]
+        return self.store.apply_batch(transactions, scopes, partitions)
 
     def model_scores(self, rows: list[dict[str, Any]]) -> Any:
         """The model's probabilities for a batch of rows (None without a model)."""
