@@ -535,9 +535,11 @@ class FeatureStore:
         self.tx_partitions: set[int | None] = {None}
         self.pending: dict[str, FraudLabel] = {}
         # Within `apply_batch`: state key → its decoded entry, written once at the batch's end;
-        # and what to undo should the batch fail (labels counted, shards flagged before).
+        # and what to undo should the batch fail: each flagged shard as it was before the batch,
+        # the waiting labels it counted.
         self._batch: dict[str, Entry] | None = None
-        self._undo: list[tuple[str, bytes | None, FraudLabel | None]] = []
+        self._shards_before: dict[str, bytes] = {}
+        self._labels_counted: list[FraudLabel] = []
 
     # ---- labels ----------------------------------------------------------------------------
     def _remember(
@@ -612,7 +614,7 @@ class FeatureStore:
         if shard[flag]:
             return False
         if self._batch is not None:
-            self._undo.append((key, shard, None))
+            self._shards_before.setdefault(key, shard)
         self.tx_merchants[key] = shard[:flag] + b"\x01" + shard[flag + 1 :]
         where = 4 + 17 * n
         index = _U32_1.unpack_from(shard, where + 4 * found)[0]
@@ -647,20 +649,17 @@ class FeatureStore:
         batch instead of once a payment). Should one transaction fail, the batch leaves the
         feature state, the labels counted and the waiting labels as they were, and raises."""
         none: list[int | None] = [None] * len(transactions)
-        self._batch, self._undo = {}, []
+        self._batch, self._shards_before, self._labels_counted = {}, {}, []
         try:
             rows = [
-                self.apply(tx, scope, partition)
+                self._apply(tx, scope, partition)
                 for tx, scope, partition in zip(
                     transactions, scopes or none, partitions or none, strict=True
                 )
             ]
         except BaseException:
-            for key, shard, label in reversed(self._undo):
-                if label is not None:
-                    self.pending[label.transaction_id] = label
-                elif shard is not None:
-                    self.tx_merchants[key] = shard
+            self.tx_merchants.update(self._shards_before)
+            self.pending.update((label.transaction_id, label) for label in self._labels_counted)
             raise
         else:
             state = self.state
@@ -668,7 +667,7 @@ class FeatureStore:
                 state[key] = encode(entry)
             return rows
         finally:
-            self._batch, self._undo = None, []
+            self._batch, self._shards_before, self._labels_counted = None, {}, []
 
     def held(self, partition: int) -> None:
         """This store now holds the partition's shards (taken over): count the pending labels of
@@ -756,7 +755,11 @@ class FeatureStore:
         `scope`: the input partition the transaction came from, to keep device, card, IP and
         merchant state per partition (see `state_key`); None keeps one state per entity.
         `partition`: the input partition it came from (live), to remember it for late labels in
-        that partition's shards; else the scope's."""
+        that partition's shards; else the scope's. A batch of one (`apply_batch`)."""
+        return self.apply_batch([tx], [scope], [partition])[0]
+
+    def _apply(self, tx: Transaction, scope: int | None, partition: int | None) -> dict[str, Any]:
+        """`apply` within `apply_batch`: entries read through the batch, written at its end."""
         ts = _ts(tx.created_at)
         if ts > self.latest:
             self.latest = ts
@@ -764,7 +767,6 @@ class FeatureStore:
         amount = float(tx.amount)
         failed = tx.status == "failed"
         keys = entity_keys(tx)
-        state = self.state
         state_keys = {"customer": f"customer:{tx.customer_id}"}
         customer = self._read(state_keys["customer"], day)
         cts = ts - customer.base * DAY  # times in the customer's state count from its base day
@@ -854,14 +856,10 @@ class FeatureStore:
             attempts = values["merchant_count_30d"]
             values["merchant_fraud_rate_30d"] = min(1.0, count / attempts) if attempts else 0.0
 
-        if self._batch is None:  # (in a batch: written at its end)
-            for entity, entry in entries.items():
-                state[state_keys[entity]] = encode(entry)
         if self.pending and first_delivery:  # its label came first: it counts from now on
             label = self.pending.pop(tx.transaction_id, None)
             if label is not None:
-                if self._batch is not None:
-                    self._undo.append(("", None, label))
+                self._labels_counted.append(label)
                 self._count(label)
         return values
 
