@@ -148,23 +148,13 @@ class Sender:
             producer = await self._producer()
             groups: dict[tuple[str, int], list[int]] = {}
             alone: list[int] = []
-            counts: dict[str, int] = {}  # topic → its partition count
             chosen: dict[tuple[bytes, int], int] = {}  # (key, partition count) → partition
             for i, (topic, key, value, partition) in enumerate(messages):
                 if len(value or b"") + len(key or b"") > BATCH_ALONE_BYTES:
                     alone.append(i)
                     continue
                 if partition is None:
-                    if key is None:
-                        partition = await self._partition(producer, topic, key)
-                    else:  # a key's partition depends on the count only (ids run 0..n-1)
-                        n = counts.get(topic) or len(await self._partitions(producer, topic))
-                        counts[topic] = n
-                        partition = chosen.get((key, n))
-                        if partition is None:
-                            partition = chosen[(key, n)] = await self._partition(
-                                producer, topic, key
-                            )
+                    partition = await self._partition(producer, topic, key, chosen)
                 groups.setdefault((topic, partition), []).append(i)
             waits: list[tuple[Any, list[int]]] = []
             for (topic, partition), indexes in groups.items():
@@ -202,18 +192,29 @@ class Sender:
             waits.append((await _submit(producer, batch, topic, partition), members))
         return waits
 
-    async def _partitions(self, producer: Any, topic: str) -> set[int]:
-        """The topic's partitions, from the producer's metadata (waited for if not known)."""
-        partitions = producer.client.cluster.partitions_for_topic(topic)
+    async def _partition(
+        self,
+        producer: Any,
+        topic: str,
+        key: bytes | None,
+        chosen: dict[tuple[bytes, int], int],
+    ) -> int:
+        """The partition the producer would choose for the key (its default partitioner). A
+        key's depends only on the topic's partition count (ids run 0..n-1), so `chosen` keeps it
+        for the other topics of that count (a payment's enriched value and decision)."""
+        cluster = producer.client.cluster
+        partitions = cluster.partitions_for_topic(topic)
         if partitions is None:
-            partitions = await producer.partitions_for(topic)
-        return set(partitions)
-
-    async def _partition(self, producer: Any, topic: str, key: bytes | None) -> int:
-        """The partition the producer would choose for the key (its default partitioner)."""
-        partitions = await self._partitions(producer, topic)
-        available = producer.client.cluster.available_partitions_for_topic(topic)
-        return int(self._partitioner(key, list(partitions), list(available or partitions)))
+            partitions = await producer.partitions_for(topic)  # waits for the metadata
+        if key is not None:
+            found = chosen.get((key, len(partitions)))
+            if found is not None:
+                return found
+        available = cluster.available_partitions_for_topic(topic)
+        partition = int(self._partitioner(key, list(partitions), list(available or partitions)))
+        if key is not None:
+            chosen[(key, len(partitions))] = partition
+        return partition
 
     def _drop(self, topic: str, size: int, exc: BaseException) -> None:
         error = type(exc.__cause__ or exc).__name__
