@@ -407,8 +407,8 @@ def encode(entry: Entry) -> bytes:
         args += (key, first, last)
     if cards:
         args += chain.from_iterable(cards.items())
-    if frauds:
-        args += chain.from_iterable(frauds.items())
+    if frauds:  # by day: the same bytes whatever order the labels were counted in
+        args += chain.from_iterable(sorted(frauds.items()))
     if tag != 3:
         try:
             return (_STRUCTS.get((tag, *sizes)) or _struct(tag, *sizes)).pack(*args)

@@ -355,6 +355,24 @@ def test_a_payment_is_kept_in_its_partitions_shards_and_a_takeover_counts_its_la
     assert other.add_label(later) is False and "trx-2" in other.pending
 
 
+def test_a_merchants_state_is_the_same_bytes_whatever_order_its_labels_count_in() -> None:
+    """Labels count as they are read, as their payment comes or at a takeover: workers count
+    the same labels in different orders, and the changelog must not tell them apart."""
+    stores = FeatureStore(), FeatureStore()
+    labels = [
+        FraudLabel(transaction_id=f"trx-{i}", fraud=True, reported_at=T0 + timedelta(days=d))
+        for i, d in ((1, 5), (2, 2))
+    ]
+    for store in stores:
+        store.apply(tx(1, T0))
+        store.apply(tx(2, T0 + timedelta(minutes=1)))
+    for label in labels:
+        assert stores[0].add_label(label)
+    for label in reversed(labels):
+        assert stores[1].add_label(label)
+    assert stores[0].state["merchant:m-toko"] == stores[1].state["merchant:m-toko"]
+
+
 def test_a_label_read_before_its_payment_counts_when_the_payment_comes() -> None:
     store = FeatureStore()
     label = FraudLabel(transaction_id="trx-5", fraud=True, reported_at=T0 + timedelta(days=1))
